@@ -1,0 +1,5 @@
+import sys
+
+from swarmd.main import main
+
+sys.exit(main())

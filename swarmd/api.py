@@ -1,0 +1,526 @@
+"""swarmd's HTTP API (SPEC sections 3 and 4) on quart-trio.
+
+Handlers validate at the edge, then call the Orchestrator; every error is the JSON error body.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import secrets
+import socket
+import time
+from typing import Any
+
+import trio
+from pathlib import Path
+from quart import Response, request, websocket
+from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException
+
+from swarmd import submission
+from swarmd.metrics import Metrics
+from swarmd.service import Orchestrator
+from swarmd.state import ENTRY_STATES, Build, Drone, Entry
+from swarmlib import __version__, logsetup
+from swarmlib.config import redacted
+from swarmlib.errors import BadRequest, BadSubmission, SwarmError, Unauthorized
+from swarmlib.macaddr import normalize_mac
+from swarmlib.timefmt import iso
+
+log = logging.getLogger("swarmd.api")
+
+
+def _json(data: Any, status: int = 200) -> Response:
+    return Response(json.dumps(data), status=status, content_type="application/json")
+
+
+def error(status: int, code: str, message: str, **extra: Any) -> Response:
+    return _json({"error": {"code": code, "message": message, **extra}}, status)
+
+
+def _token_ok(expected: str, header: str | None) -> bool:
+    if not expected:
+        return True
+    if not header or not header.startswith("Bearer "):
+        return False
+    return hmac.compare_digest(header[7:].strip().encode(), expected.encode())
+
+
+def _num(doc: dict[str, Any], key: str, *, minimum: float | None = None,
+         maximum: float | None = None, default: Any = ..., integer: bool = False) -> Any:
+    if key not in doc or doc[key] is None:
+        if default is ...:
+            raise BadRequest(f"body.{key}: required field is missing")
+        return default
+    v = doc[key]
+    if isinstance(v, bool) or not isinstance(v, int | float) or (integer and not isinstance(v, int)):
+        raise BadRequest(f"body.{key}: expected {'an integer' if integer else 'a number'}, got {v!r}")
+    if minimum is not None and v < minimum:
+        raise BadRequest(f"body.{key}: must be >= {minimum}, got {v!r}")
+    if maximum is not None and v > maximum:
+        raise BadRequest(f"body.{key}: must be <= {maximum}, got {v!r}")
+    return v
+
+
+def _str(doc: dict[str, Any], key: str, *, default: Any = ..., maxlen: int = 256) -> Any:
+    if key not in doc or doc[key] is None:
+        if default is ...:
+            raise BadRequest(f"body.{key}: required field is missing")
+        return default
+    v = doc[key]
+    if not isinstance(v, str):
+        raise BadRequest(f"body.{key}: expected a string, got {type(v).__name__}")
+    if len(v) > maxlen:
+        raise BadRequest(f"body.{key}: longer than {maxlen} characters")
+    return v
+
+
+async def _body_json() -> dict[str, Any]:
+    raw = await request.get_data()
+    try:
+        doc = json.loads(raw or b"null")
+    except ValueError as exc:
+        raise BadRequest(f"body is not valid JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise BadRequest("body: expected a JSON object")
+    return doc
+
+
+def entry_json(e: Entry, state: Any) -> dict[str, Any]:
+    return {
+        "id": e.id, "cpv": e.cpv, "atom": "=" + e.cpv, "state": e.state,
+        "requests": list(e.requests), "deps": list(e.dep_cpvs), "attempts": e.attempts,
+        "drone": e.drone, "build_id": e.build_id, "estimate_s": round(e.estimate_s, 1),
+        "priority": round(e.crit_s, 1), "request_priority": e.req_priority,
+        "reason": e.reason, "order": e.order, "created": iso(e.created),
+        "updated": iso(e.updated), "history": list(e.history),
+    }
+
+
+def build_json(b: Build, orch: Orchestrator) -> dict[str, Any]:
+    soft = orch.soft.get(b.drone_id)
+    return {
+        "id": b.id, "entry_id": b.entry_id, "cpv": b.cpv, "drone": b.drone_id,
+        "drone_name": b.drone_name, "attempt": b.attempt, "state": b.state, "result": b.result,
+        "started": iso(b.started), "finished": iso(b.finished), "duration_s": b.duration_s,
+        "artifact": b.artifact, "error": b.error,
+        "progress": soft.progress.get(b.id) if soft and b.state != "finished" else None,
+    }
+
+
+def drone_json(d: Drone, orch: Orchestrator) -> dict[str, Any]:
+    soft = orch.soft.get(d.id)
+    st = orch.state
+    return {
+        "id": d.id, "name": d.name, "hostname": d.hostname, "ip": d.ip, "mac": d.mac,
+        "cores": d.cores, "arch": d.arch, "chost": d.chost, "version": d.version,
+        "status": orch.drone_status(d.id),
+        "last_heartbeat": iso(soft.last_beat_wall) if soft else None,
+        "load": soft.load if soft else None, "slots": d.slots, "registered": iso(d.registered),
+        "current_builds": [
+            {"build_id": bid, "cpv": st.builds[bid].cpv,
+             "progress": soft.progress.get(bid) if soft else None,
+             "started": iso(st.builds[bid].started)}
+            for bid in d.builds
+        ],
+        "failures_in_row": d.failures_in_row, "cooldown_until": iso(d.cooldown_until),
+    }
+
+
+def create_app(orch: Orchestrator, metrics: Metrics | None = None) -> QuartTrio:
+    here = str(Path(__file__).parent)
+    app = QuartTrio("swarmd", root_path=here, instance_path=here)
+    app.config["MAX_CONTENT_LENGTH"] = submission.MAX_BODY
+    app.config["BODY_TIMEOUT"] = 60
+    cfg = orch.cfg
+    hostname = socket.gethostname()
+    metrics = metrics or Metrics(orch)
+
+    @app.errorhandler(SwarmError)
+    async def _swarm_error(exc: SwarmError) -> Response:
+        extra: dict[str, Any] = {}
+        if isinstance(exc, BadSubmission):
+            extra["lines"] = submission.bad_lines_json(exc)
+        return error(exc.status, exc.code, str(exc), **extra)
+
+    @app.errorhandler(HTTPException)
+    async def _http_error(exc: HTTPException) -> Response:
+        code = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(
+            exc.code or 500, "http_error")
+        msg = exc.description or exc.name
+        if exc.code == 413:
+            msg = f"request body is larger than the limit of {submission.MAX_BODY} bytes"
+        elif exc.code == 404:
+            msg = f"no such endpoint: {request.path}"
+        elif exc.code == 405:
+            msg = f"method {request.method} is not allowed on {request.path}"
+        return error(exc.code or 500, code, msg)
+
+    @app.before_request
+    async def _auth() -> Response | None:
+        path = request.path
+        if path.startswith("/api/drones/register") or (
+            path.startswith("/api/drones/") and path.rsplit("/", 1)[-1] in ("heartbeat", "lease")
+        ) or (path.startswith("/api/builds/") and path.rsplit("/", 1)[-1] in ("log", "complete")):
+            if not _token_ok(cfg.drone_token, request.headers.get("Authorization")):
+                metrics.auth_failures.labels("drone").inc()
+                return error(401, "unauthorized", "missing or wrong drone token "
+                             "(Authorization: Bearer $SWARM_DRONE_TOKEN)")
+            return None
+        if request.method in ("POST", "DELETE", "PUT", "PATCH"):
+            if not _token_ok(cfg.control_token, request.headers.get("Authorization")):
+                metrics.auth_failures.labels("control").inc()
+                return error(401, "unauthorized", "missing or wrong control token "
+                             "(Authorization: Bearer $SWARM_CONTROL_TOKEN)")
+        return None
+
+    # ------------------------------------------------------------------ operator API
+    @app.get("/api/status")
+    async def status() -> Response:
+        st = orch.state
+        j = orch.journal
+        drones = {"ready": 0, "building": 0, "degraded": 0, "offline": 0}
+        for d in st.drones.values():
+            drones[orch.drone_status(d.id)] += 1
+        open_req = sum(1 for r in st.requests.values() if r.finished is None)
+        return _json({
+            "status": "ok", "version": __version__,
+            "uptime_s": round(orch.wall() - orch.started_wall, 1), "hostname": hostname,
+            "journal": {
+                "dir": str(orch.state_dir), "bytes": j.bytes if j else 0,
+                "records": j.appends if j else 0, "last_seq": st.seq,
+                "segments": len(list(orch.state_dir.glob("journal-*.log"))),
+                "recovered_events": orch.recovered_events,
+            },
+            "counts": dict(st.counts), "queue": st.queue_counts(), "drones": drones,
+            "requests": {"open": open_req, "complete": len(st.requests) - open_req},
+        })
+
+    @app.get("/api/queue")
+    async def get_queue() -> Response:
+        st = orch.state
+        want = request.args.get("state")
+        states = set(want.split(",")) if want else None
+        if states and not states <= set(ENTRY_STATES):
+            raise BadRequest(f"state: unknown state(s) {', '.join(sorted(states - set(ENTRY_STATES)))}; "
+                             f"known: {', '.join(ENTRY_STATES)}")
+        entries = sorted(st.entries.values(), key=st._key)
+        return _json({
+            "entries": [entry_json(e, st) for e in entries if states is None or e.state in states],
+            "counts": dict(st.counts),
+        })
+
+    @app.post("/api/queue")
+    async def post_queue() -> Response:
+        ctype = (request.content_type or "").split(";")[0].strip().lower()
+        raw = await request.get_data()
+        if len(raw) > submission.MAX_BODY:
+            return error(413, "too_large", "request body is larger than 8 MiB")
+        priority = 0
+        rid: str | None = None
+        t0 = time.perf_counter()
+        if ctype == "application/json":
+            try:
+                doc = json.loads(raw)
+            except ValueError as exc:
+                raise BadRequest(f"body is not valid JSON: {exc}") from None
+            if isinstance(doc, dict) and isinstance(doc.get("request_id"), str):
+                existing = orch.state.requests.get(doc["request_id"])
+                if existing is not None:
+                    return _json(orch.state.request_record(existing, duplicate=True), 200)
+            sub, priority, rid = await trio.to_thread.run_sync(submission.parse_json, doc)
+        elif ctype in ("text/plain", "", "application/octet-stream"):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                text = raw.decode("latin-1")
+            sub = await trio.to_thread.run_sync(submission.parse_text, text)
+            rid = request.args.get("request_id") or request.headers.get("X-Request-Id")
+            if rid is not None and rid in orch.state.requests:
+                return _json(orch.state.request_record(orch.state.requests[rid], duplicate=True))
+            prio_arg = request.args.get("priority")
+            if prio_arg is not None:
+                try:
+                    priority = int(prio_arg)
+                except ValueError:
+                    raise BadRequest("priority: expected an integer") from None
+        else:
+            return error(415, "unsupported_media_type",
+                         f"content type {ctype!r}: send text/plain emerge output or application/json")
+        if rid is None:
+            rid = "r-" + secrets.token_hex(8)
+        out = await orch.commit({
+            "type": "submit", "request_id": rid, "packages": sub.packages, "deps": sub.deps,
+            "cycles": sub.cycles, "priority": priority,
+        })
+        rec = dict(out.result)
+        rec["created"] = iso(rec["created"])
+        status_code = 200 if rec.get("duplicate") else 202
+        log.info("request %s: %d packages, %d queued, %d skipped, %d merged, %d cycles "
+                 "(%.0f ms)", rec["id"], rec["packages"], rec["queued"], rec["skipped"],
+                 rec["merged"], len(rec["cycles"]), 1000 * (time.perf_counter() - t0),
+                 extra={"ids": {"request": rec["id"]}})
+        metrics.submissions.inc()
+        return _json(rec, status_code)
+
+    @app.delete("/api/queue/<ident>")
+    async def cancel(ident: str) -> Response:
+        st = orch.state
+        if ident not in st.requests and ident not in st.entries:
+            return error(404, "not_found", f"no request or queue entry with id {ident!r}")
+        out = await orch.commit({"type": "cancel", "target": ident})
+        if not out.ok:
+            return error(409 if out.code == "conflict" else 404, out.code, out.message)
+        orch.poke()
+        return _json(out.result)
+
+    @app.get("/api/requests")
+    async def requests_list() -> Response:
+        st = orch.state
+        return _json({"requests": [_request_json(r) for r in st.requests.values()]})
+
+    def _request_json(r: Any) -> dict[str, Any]:
+        st = orch.state
+        return {
+            "id": r.id, "state": "complete" if r.finished is not None else "open",
+            "created": iso(r.created), "finished": iso(r.finished), "packages": r.packages,
+            "counts": {**st.request_counts(r), "skipped": len(r.skipped_cpvs)},
+            "entries": list(r.entries), "cycles": r.cycles, "priority": r.priority,
+            "summary": st.request_summary(r),
+        }
+
+    @app.get("/api/requests/<rid>")
+    async def request_one(rid: str) -> Response:
+        r = orch.state.requests.get(rid)
+        if r is None:
+            return error(404, "not_found", f"no request with id {rid!r}")
+        return _json(_request_json(r))
+
+    @app.get("/api/drones")
+    async def drones() -> Response:
+        return _json({"drones": [drone_json(d, orch) for d in orch.state.drones.values()]})
+
+    @app.get("/api/drones/<did>")
+    async def drone_one(did: str) -> Response:
+        d = orch.state.drones.get(did)
+        if d is None:
+            did2 = orch.state.drone_by_name.get(did)
+            d = orch.state.drones.get(did2) if did2 else None
+        if d is None:
+            return error(404, "not_found", f"no drone with id or name {did!r}")
+        doc = drone_json(d, orch)
+        recent = [b for b in reversed(list(orch.state.builds.values())) if b.drone_id == d.id][:20]
+        doc["recent_builds"] = [build_json(b, orch) for b in recent]
+        return _json(doc)
+
+    @app.post("/api/drones/<did>/restart")
+    async def drone_restart(did: str) -> Response:
+        if did not in orch.state.drones:
+            did = orch.state.drone_by_name.get(did, did)
+        orch.queue_restart(did)
+        log.info("restart queued for drone %s", did, extra={"ids": {"drone": did}})
+        return _json({"drone_id": did, "command": "restart"}, 202)
+
+    @app.get("/api/builds")
+    async def builds() -> Response:
+        limit = _limit(100, 1000)
+        out = []
+        for b in reversed(list(orch.state.builds.values())):
+            out.append(build_json(b, orch))
+            if len(out) >= limit:
+                break
+        return _json({"builds": out})
+
+    def _limit(default: int, maximum: int, name: str = "limit") -> int:
+        raw = request.args.get(name)
+        if raw is None:
+            return default
+        try:
+            n = int(raw)
+        except ValueError:
+            raise BadRequest(f"{name}: expected an integer, got {raw!r}") from None
+        if n < 0 or n > maximum:
+            raise BadRequest(f"{name}: must be between 0 and {maximum}")
+        return n
+
+    @app.get("/api/builds/<bid>")
+    async def build_one(bid: str) -> Response:
+        b = orch.state.builds.get(bid)
+        if b is None:
+            return error(404, "not_found", f"no build with id {bid!r}")
+        tail = _limit(0, 100000, "tail") if request.args.get("tail") else None
+        doc = build_json(b, orch)
+        doc["log"] = await trio.to_thread.run_sync(orch.read_log, bid, tail)
+        return _json(doc)
+
+    @app.get("/api/packages")
+    async def packages() -> Response:
+        st = orch.state
+        out = []
+        for cpv, p in st.packages.items():
+            out.append({"cpv": cpv, "state": "built", "built": True,
+                        "synced": bool(p.artifact), "build_id": p.build_id,
+                        "artifact": p.artifact, "drone": p.drone, "built_at": iso(p.built)})
+        for cpv, eid in st.active_by_cpv.items():
+            e = st.entries[eid]
+            out.append({"cpv": cpv, "state": e.state, "built": False, "synced": False,
+                        "build_id": e.build_id, "artifact": None, "drone": e.drone})
+        return _json({"packages": out})
+
+    @app.get("/api/config")
+    async def config() -> Response:
+        return _json({"config": redacted(cfg)})
+
+    @app.get("/api/logs")
+    async def logs() -> Response:
+        limit = _limit(200, 2000)
+        lines = list(logsetup.RECENT)[-limit:] if limit else []
+        return _json({"lines": [{**ln, "time": iso(ln["time"])} for ln in lines]})
+
+    @app.post("/api/history")
+    async def history() -> Response:
+        doc = await _body_json()
+        pk = doc.get("packages")
+        if not isinstance(pk, dict) or not pk:
+            raise BadRequest("body.packages: expected an object of 'category/name': seconds")
+        from swarmd.atoms import split_cpv
+
+        for k, v in pk.items():
+            if not isinstance(k, str) or k.count("/") != 1 or split_cpv(k + "-1") is None:
+                raise BadRequest(f"body.packages: {k!r} is not a 'category/name'")
+            if isinstance(v, bool) or not isinstance(v, int | float) or not (0 < v < 10 * 86400):
+                raise BadRequest(f"body.packages[{k!r}]: expected seconds between 0 and 864000")
+        out = await orch.commit({"type": "history", "packages": pk})
+        return _json(out.result)
+
+    @app.get("/metrics")
+    async def prom() -> Response:
+        body, ctype = metrics.render()
+        return Response(body, content_type=ctype)
+
+    # ------------------------------------------------------------------ drone protocol
+    @app.post("/api/drones/register")
+    async def register() -> Response:
+        doc = await _body_json()
+        name = _str(doc, "name", maxlen=128)
+        if not name.strip():
+            raise BadRequest("body.name: must not be empty")
+        body = {
+            "name": name.strip(),
+            "hostname": _str(doc, "hostname", default=""),
+            "ip": _str(doc, "ip", default=""),
+            "mac": normalize_mac(_str(doc, "mac", default="")),
+            "cores": _num(doc, "cores", minimum=1, maximum=4096, integer=True),
+            "arch": _str(doc, "arch", default=""),
+            "chost": _str(doc, "chost", default=""),
+            "version": _str(doc, "version", default=""),
+            "slots": _num(doc, "slots", minimum=1, maximum=256, integer=True, default=1),
+        }
+        return _json(await orch.register(body))
+
+    @app.post("/api/drones/<did>/heartbeat")
+    async def heartbeat(did: str) -> Response:
+        doc = await _body_json()
+        session = _str(doc, "session")
+        status_ = _str(doc, "status", default="ready")
+        if status_ not in ("ready", "building"):
+            raise BadRequest(f"body.status: expected 'ready' or 'building', got {status_!r}")
+        load = _num(doc, "load", minimum=0, default=0.0)
+        builds_ = doc.get("builds", [])
+        if not isinstance(builds_, list) or not all(isinstance(b, dict) for b in builds_):
+            raise BadRequest("body.builds: expected a list of {build_id, lease, progress}")
+        for b in builds_:
+            if not isinstance(b.get("build_id"), str) or not isinstance(b.get("lease"), str):
+                raise BadRequest("body.builds[]: build_id and lease must be strings")
+            p = b.get("progress")
+            if p is not None and (isinstance(p, bool) or not isinstance(p, int | float) or not 0 <= p <= 100):
+                raise BadRequest("body.builds[].progress: expected a percentage 0-100")
+        return _json(await orch.heartbeat(did, session, status_, float(load), builds_))
+
+    @app.post("/api/drones/<did>/lease")
+    async def lease(did: str) -> Response:
+        doc = await _body_json()
+        session = _str(doc, "session")
+        _num(doc, "slots", minimum=1, maximum=256, integer=True, default=1)
+        wait_s = float(_num(doc, "wait_s", minimum=0, maximum=30, default=30))
+        orch.state.check_session(did, session)
+        got = await orch.lease(did, session, wait_s)
+        if got is None:
+            return Response("", status=204)
+        return _json(got)
+
+    @app.post("/api/builds/<bid>/log")
+    async def build_log(bid: str) -> Response:
+        lease_ = request.headers.get("X-Swarm-Lease", "")
+        if not lease_:
+            raise BadRequest("header X-Swarm-Lease is required")
+        chunk = await request.get_data()
+        n = await orch.append_log(bid, lease_, chunk)
+        return _json({"bytes": n})
+
+    @app.post("/api/builds/<bid>/complete")
+    async def complete(bid: str) -> Response:
+        doc = await _body_json()
+        lease_ = _str(doc, "lease")
+        result = _str(doc, "result")
+        if result not in ("success", "failed", "returned"):
+            raise BadRequest(f"body.result: expected success, failed or returned, got {result!r}")
+        duration = _num(doc, "duration_s", minimum=0, maximum=30 * 86400, default=0.0)
+        artifact = doc.get("artifact")
+        if result == "success":
+            if not isinstance(artifact, dict):
+                raise BadRequest("body.artifact: a successful build must report {path, size, sha256}")
+            path = artifact.get("path")
+            size = artifact.get("size")
+            sha = artifact.get("sha256")
+            if not isinstance(path, str) or not path or path.startswith("/") or ".." in path.split("/"):
+                raise BadRequest("body.artifact.path: expected a relative path under the binhost")
+            if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+                raise BadRequest("body.artifact.size: expected a byte count")
+            if not isinstance(sha, str) or len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
+                raise BadRequest("body.artifact.sha256: expected 64 lowercase hex digits")
+            artifact = {"path": path, "size": size, "sha256": sha}
+        else:
+            artifact = None
+        err = doc.get("error")
+        if err is not None and not isinstance(err, str):
+            raise BadRequest("body.error: expected a string or null")
+        atom = doc.get("atom")
+        b = orch.state.builds.get(bid)
+        if atom is not None and b is not None and atom not in (b.cpv, "=" + b.cpv):
+            raise BadRequest(f"body.atom: {atom!r} is not the leased package {b.cpv}")
+        out = await orch.complete(bid, {"lease": lease_, "result": result,
+                                        "duration_s": float(duration), "artifact": artifact,
+                                        "error": (err or "")[:4000] or None})
+        return _json(out)
+
+    # ------------------------------------------------------------------ events
+    @app.websocket("/api/events")
+    async def events() -> None:
+        if not _token_ok(cfg.control_token, websocket.headers.get("Authorization")):
+            metrics.auth_failures.labels("control").inc()
+            await websocket.close(1008, "missing or wrong control token")
+            return
+        since_raw = websocket.args.get("since")
+        since: int | None = None
+        if since_raw is not None:
+            try:
+                since = int(since_raw)
+            except ValueError:
+                await websocket.close(1008, "since: expected an integer")
+                return
+        await websocket.accept()
+        sub, backlog = orch.hub.subscribe(since)
+        try:
+            for msg in backlog:
+                await websocket.send(json.dumps(msg))
+            async for msg in sub.recv:
+                await websocket.send(json.dumps(msg))
+            if sub.dropped:
+                await websocket.close(1013, "consumer too slow: reconnect with ?since=")
+        finally:
+            orch.hub.unsubscribe(sub)
+
+    return app

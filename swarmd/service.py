@@ -1,0 +1,347 @@
+"""The Trio shell around the pure state: group-commit journal writer, soft drone state, leases.
+
+``Orchestrator.commit(event)`` is the only way durable state changes: the event goes to the
+writer task, which drains every event waiting, writes them as one batch, fsyncs once in a worker
+thread, then applies them to the state in journal order and wakes each caller with its outcome.
+Nothing is acknowledged before its fsync returned; a failed write or fsync raises
+JournalWriteFailed out of the writer, which takes the daemon down (the supervisor restarts it
+and replay recovers everything that was acknowledged).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import attrs
+import trio
+
+from swarmd import journal as jr
+from swarmd import scheduler
+from swarmd.config import SwarmdConfig
+from swarmd.events import EventHub
+from swarmd.state import ACTIVE, Outcome, Policy, State
+from swarmlib.errors import Conflict, NotFound, StaleLease
+
+log = logging.getLogger("swarmd")
+
+MAX_BATCH = 4096
+LOG_LIMIT = 32 * 1024 * 1024  # bytes of build log kept per build
+
+
+@attrs.define
+class _Pending:
+    event: dict[str, Any]
+    done: trio.Event = attrs.field(factory=trio.Event)
+    outcome: Outcome | None = None
+
+
+@attrs.define
+class DroneSoft:
+    """What heartbeats tell between journal writes; rebuilt from the next beats."""
+
+    last_beat: float  # trio clock
+    last_beat_wall: float
+    load: float = 0.0
+    reported: str = "ready"
+    late: bool = False
+    progress: dict[str, float] = attrs.field(factory=dict)
+    commands: list[dict[str, Any]] = attrs.field(factory=list)
+
+
+def replay(state_dir: Path, policy: Policy) -> tuple[State, jr.Loaded]:
+    """The live state is exactly the snapshot plus every journaled event, applied in order."""
+    loaded = jr.load(state_dir)
+    state = State.from_snapshot(loaded.snapshot, policy) if loaded.snapshot else State(policy)
+    for ev in loaded.events:
+        state.apply(ev)
+    state.seq = loaded.last_seq
+    return state, loaded
+
+
+class Orchestrator:
+    def __init__(self, cfg: SwarmdConfig, *, wall: Callable[[], float] = time.time) -> None:
+        self.cfg = cfg
+        self.wall = wall
+        self.state_dir = Path(cfg.state_dir)
+        self.policy = Policy(max_retries=cfg.max_retries, failure_streak=cfg.failure_streak,
+                             cooldown_s=cfg.cooldown_s)
+        self.state = State(self.policy)
+        self.journal: jr.Journal | None = None
+        self.hub = EventHub(window=cfg.event_window)
+        self.soft: dict[str, DroneSoft] = {}
+        self.started_wall = wall()
+        self._send, self._recv = trio.open_memory_channel[_Pending](MAX_BATCH)
+        self._changed = trio.Event()
+        self.heartbeats: Any = None  # swarmd.heartbeat.Supervisor, set by run()
+        self.recovered_events = 0
+        self.on_batch: Callable[[int, float], None] | None = None  # metrics hook
+
+    # ------------------------------------------------------------------ recovery
+    def recover(self) -> None:
+        """Replay the journal (blocking; call before serving)."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        (self.state_dir / "logs").mkdir(exist_ok=True)
+        t0 = time.perf_counter()
+        self.state, loaded = replay(self.state_dir, self.policy)
+        self.recovered_events = len(loaded.events)
+        self.journal = jr.Journal(self.state_dir, loaded.last_seq + 1)
+        log.info(
+            "recovered state from %s: snapshot seq %s, %d journal events replayed in %.3f s; "
+            "%d entries, %d drones",
+            self.state_dir, loaded.snapshot["seq"] if loaded.snapshot else "none",
+            len(loaded.events), time.perf_counter() - t0,
+            len(self.state.entries), len(self.state.drones),
+        )
+
+    # ------------------------------------------------------------------ tasks
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        from swarmd.heartbeat import Supervisor
+
+        if self.journal is None:
+            self.recover()
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self._writer)
+            self.heartbeats = Supervisor(self)
+            await nursery.start(self.heartbeats.run)
+            # After a restart every online drone gets one full offline window to beat again.
+            for d in self.state.drones.values():
+                if d.online:
+                    self.touch(d.id)
+                    self.heartbeats.watch(d.id, d.session)
+            task_status.started()
+
+    async def _writer(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        assert self.journal is not None
+        j = self.journal
+        task_status.started()
+        seq = self.state.seq
+        async for first in self._recv:
+            batch = [first]
+            while len(batch) < MAX_BATCH:
+                try:
+                    batch.append(self._recv.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            frames = []
+            for p in batch:
+                seq += 1
+                p.event["seq"] = seq
+                frames.append(jr.encode(p.event))
+            t0 = time.perf_counter()
+            # Raises JournalWriteFailed: fatal, nothing of this batch is acknowledged.
+            await trio.to_thread.run_sync(j.append_batch, frames)
+            if self.on_batch is not None:
+                self.on_batch(len(batch), time.perf_counter() - t0)
+            changed = False
+            for p in batch:
+                out = self.state.apply(p.event)
+                p.outcome = out
+                for notice in out.notices:
+                    self.hub.publish(notice, p.event.get("ts"))
+                changed = changed or bool(out.notices)
+                p.done.set()
+            if changed:
+                self.poke()
+            if j.bytes > self.cfg.compact_after_bytes:
+                await self._compact()
+
+    async def _compact(self) -> None:
+        assert self.journal is not None
+        t0 = time.perf_counter()
+        snap = self.state.to_snapshot()  # consistent: only this task changes durable state
+        await trio.to_thread.run_sync(self.journal.compact, snap)
+        log.info("journal compacted at seq %d in %.3f s", snap["seq"], time.perf_counter() - t0)
+
+    async def commit(self, event: dict[str, Any]) -> Outcome:
+        """Journal ``event`` (fsync), apply it, return the outcome. Checkpoint.
+
+        If the caller is cancelled after the event was handed to the writer, the event is still
+        journaled and applied: it just is not answered.
+        """
+        event.setdefault("ts", self.wall())
+        p = _Pending(event)
+        await self._send.send(p)
+        await p.done.wait()
+        assert p.outcome is not None
+        return p.outcome
+
+    # ------------------------------------------------------------------ change signal
+    def poke(self) -> None:
+        """Wake every lease long-poll: something that may make work available changed."""
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def wait_changed(self, timeout: float) -> None:
+        with trio.move_on_after(timeout):
+            await self._changed.wait()
+
+    # ------------------------------------------------------------------ soft state
+    def touch(self, drone_id: str) -> DroneSoft:
+        s = self.soft.get(drone_id)
+        if s is None:
+            s = DroneSoft(last_beat=trio.current_time(), last_beat_wall=self.wall())
+            self.soft[drone_id] = s
+        else:
+            s.last_beat = trio.current_time()
+            s.last_beat_wall = self.wall()
+        return s
+
+    def is_late(self, drone_id: str) -> bool:
+        s = self.soft.get(drone_id)
+        return s is not None and s.late
+
+    def drone_status(self, drone_id: str) -> str:
+        d = self.state.drones[drone_id]
+        st = self.state.drone_status(d, self.wall())
+        if st in ("ready", "building") and self.is_late(drone_id):
+            return "degraded"
+        return st
+
+    def set_late(self, drone_id: str, late: bool) -> None:
+        s = self.soft.get(drone_id)
+        if s is None or s.late == late:
+            return
+        s.late = late
+        d = self.state.drones.get(drone_id)
+        if d is None:
+            return
+        if late:
+            log.warning("drone %s is late: no heartbeat for %.0f s", d.name,
+                        trio.current_time() - s.last_beat, extra={"ids": {"drone": d.id}})
+        notice = self.state._drone_notice(d, self.wall())
+        notice["data"]["status"] = self.drone_status(drone_id)
+        self.hub.publish(notice)
+        self.poke()
+
+    # ------------------------------------------------------------------ drone protocol
+    async def register(self, body: dict[str, Any]) -> dict[str, Any]:
+        session = secrets.token_urlsafe(18)
+        out = await self.commit({"type": "register", "session": session, **body})
+        did = out.result["drone_id"]
+        self.soft.pop(did, None)
+        self.touch(did)
+        self.heartbeats.watch(did, session)
+        log.info("drone %s registered (%s cores) as %s", body["name"], body.get("cores"), did,
+                 extra={"ids": {"drone": did}})
+        return {"drone_id": did, "session": session,
+                "heartbeat_interval_s": self.cfg.heartbeat_interval_s}
+
+    async def heartbeat(self, drone_id: str, session: str, status: str, load: float,
+                        builds: list[dict[str, Any]]) -> dict[str, Any]:
+        d = self.state.check_session(drone_id, session)
+        s = self.touch(drone_id)
+        s.load = load
+        s.reported = status
+        self.heartbeats.beat(drone_id)
+        if s.late:
+            self.set_late(drone_id, False)
+        revoked: list[str] = []
+        valid = self.state.lease_index
+        for item in builds:
+            lease = str(item.get("lease", ""))
+            bid = valid.get(lease)
+            if bid is None or bid != item.get("build_id") or bid not in d.builds:
+                revoked.append(lease)
+                continue
+            b = self.state.builds[bid]
+            if b.state == "assigned":
+                await self.commit({"type": "started", "build_id": bid, "lease": lease})
+            pct = item.get("progress")
+            e = self.state.entries[b.entry_id]
+            est = scheduler.duration_on(e, d.cores)
+            elapsed = self.wall() - b.started
+            if not isinstance(pct, int | float):
+                pct = min(99.0, 100.0 * elapsed / est) if est > 0 else 0.0
+            s.progress[bid] = float(pct)
+            notice = self.state._progress_notice(b, "progress", self.wall())
+            notice["data"]["percent"] = round(float(pct), 1)
+            self.hub.publish(notice)
+        commands, s.commands = s.commands, []
+        return {"commands": commands, "revoked": sorted(set(revoked))}
+
+    async def lease(self, drone_id: str, session: str, wait_s: float) -> dict[str, Any] | None:
+        deadline = trio.current_time() + wait_s
+        while True:
+            d = self.state.check_session(drone_id, session)
+            self.touch(drone_id)
+            e = scheduler.pick(self.state, d, self.wall(), busy=self.is_late)
+            if e is not None:
+                out = await self.commit({
+                    "type": "assign", "entry_id": e.id, "drone_id": d.id, "session": session,
+                    "lease": secrets.token_urlsafe(24),
+                })
+                if out.ok:
+                    log.info("leased %s to %s", e.cpv, d.name,
+                             extra={"ids": {"build": out.result["build_id"], "drone": d.id}})
+                    return out.result
+                continue
+            remaining = deadline - trio.current_time()
+            if remaining <= 0:
+                return None
+            # Woken at once by any change; re-decide at least every 5 s as estimates age.
+            await self.wait_changed(min(remaining, 5.0))
+
+    def check_lease(self, build_id: str, lease: str) -> None:
+        b = self.state.builds.get(build_id)
+        if b is None:
+            raise NotFound(f"no build with id {build_id!r}")
+        if b.state == "finished" or self.state.lease_index.get(lease) != build_id:
+            raise StaleLease(build_id, "lease is no longer valid (the package was moved or "
+                                       "finished); stop this build")
+
+    async def append_log(self, build_id: str, lease: str, chunk: bytes) -> int:
+        self.check_lease(build_id, lease)
+        b = self.state.builds[build_id]
+        if b.state == "assigned":
+            await self.commit({"type": "started", "build_id": build_id, "lease": lease})
+        path = self.state_dir / "logs" / f"{build_id}.log"
+
+        def _append() -> int:
+            size = path.stat().st_size if path.exists() else 0
+            data = chunk
+            if size >= LOG_LIMIT:
+                return 0
+            if size + len(data) > LOG_LIMIT:
+                data = data[: LOG_LIMIT - size] + b"\n[build-swarm: log truncated]\n"
+            with path.open("ab") as fh:
+                fh.write(data)
+            return len(data)
+
+        return await trio.to_thread.run_sync(_append)
+
+    def read_log(self, build_id: str, tail: int | None) -> str:
+        path = self.state_dir / "logs" / f"{build_id}.log"
+        if not path.exists():
+            return ""
+        data = path.read_bytes()
+        if tail is not None:
+            lines = data.splitlines()[-tail:] if tail > 0 else []
+            data = b"\n".join(lines)
+        return data.decode("utf-8", "replace")
+
+    async def complete(self, build_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        self.check_lease(build_id, body["lease"])
+        b = self.state.builds[build_id]
+        e = self.state.entries[b.entry_id]
+        if e.state not in ACTIVE:
+            raise Conflict(f"entry {e.id} is {e.state}")
+        out = await self.commit({"type": "complete", "build_id": build_id, **body})
+        if not out.ok:
+            raise StaleLease(build_id, out.message)
+        soft = self.soft.get(b.drone_id)
+        if soft is not None:
+            soft.progress.pop(build_id, None)
+        log.info("build %s of %s on %s: %s", build_id, b.cpv, b.drone_name, body["result"],
+                 extra={"ids": {"build": build_id, "drone": b.drone_id}})
+        return out.result
+
+    def queue_restart(self, drone_id: str) -> None:
+        if drone_id not in self.state.drones:
+            raise NotFound(f"no drone with id {drone_id!r}")
+        s = self.soft.get(drone_id) or self.touch(drone_id)
+        s.commands.append({"command": "restart"})

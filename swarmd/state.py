@@ -1,0 +1,782 @@
+"""The orchestrator's durable state: queue entries, requests, drones, builds, history.
+
+Theory of operation
+-------------------
+Everything swarmd must not forget is changed only by ``State.apply(event)``. The journal holds
+the same events in the same order, so ``replay(journal) == live state``: recovery runs exactly
+the code that ran live. ``apply`` is deterministic: it reads time only from the event's ``ts``,
+and every id or token it needs was minted by the shell and written into the event.
+
+Entry states and transitions::
+
+    pending --(all deps built)--> ready --(assign)--> assigned --(started)--> building
+    building|assigned --(complete success)--> built
+    building|assigned --(complete failed, attempts left)--> ready
+    building|assigned --(complete failed, none left)--> failed
+    building|assigned --(returned: drone offline, new session, drone gave it back)--> ready
+    pending|ready|assigned|building --(cancel)--> cancelled
+    pending|ready --(a dependency failed, was cancelled or blocked)--> blocked
+
+``built``, ``failed``, ``blocked`` and ``cancelled`` are final. An entry is shared by every
+request that asked for its CPV while it was unfinished; a CPV already built is skipped.
+
+Invariants (checked by tests/test_state_properties.py):
+- an entry is ``ready`` iff it is unfinished, unassigned, and every dependency is ``built``;
+- every ``assigned``/``building`` entry has exactly one active build whose lease is valid;
+- a request is complete iff every one of its entries is final.
+
+Soft state (heartbeat times, load, progress, lateness) lives in the shell, not here: it is not
+journaled and is rebuilt from the drones' next heartbeats after a restart.
+
+``apply`` returns an ``Outcome``: the result for the caller (or a refusal that changed nothing)
+and the notices (live events) the shell publishes.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable
+from typing import Any
+
+import attrs
+
+ENTRY_STATES = (
+    "pending",
+    "ready",
+    "assigned",
+    "building",
+    "built",
+    "failed",
+    "blocked",
+    "cancelled",
+)
+FINAL = frozenset({"built", "failed", "blocked", "cancelled"})
+ACTIVE = frozenset({"assigned", "building"})
+
+DEFAULT_ESTIMATE_S = 180.0
+EWMA_ALPHA = 0.3
+
+
+@attrs.frozen(kw_only=True)
+class Policy:
+    """Knobs that decide transitions; part of configuration, constant during a run."""
+
+    max_retries: int = 2
+    failure_streak: int = 4
+    cooldown_s: float = 300.0
+    cooldown_max_s: float = 3600.0
+
+
+@attrs.define(kw_only=True)
+class Entry:
+    id: str
+    cpv: str
+    cp: str
+    state: str = "pending"
+    requests: list[str] = attrs.field(factory=list)
+    deps: list[str] = attrs.field(factory=list)  # entry ids
+    dep_cpvs: list[str] = attrs.field(factory=list)
+    dependents: list[str] = attrs.field(factory=list)
+    waiting: int = 0  # deps not yet built
+    attempts: int = 0
+    failed_on: list[str] = attrs.field(factory=list)  # drone ids
+    build_id: str | None = None
+    drone: str | None = None
+    estimate_s: float = DEFAULT_ESTIMATE_S  # seconds on 8 cores
+    crit_s: float = 0.0  # critical path from here to the end of the graph
+    req_priority: int = 0
+    order: int = 0
+    reason: str | None = None
+    created: float = 0.0
+    updated: float = 0.0
+    history: list[dict[str, Any]] = attrs.field(factory=list)
+
+
+@attrs.define(kw_only=True)
+class Request:
+    id: str
+    entries: list[str]
+    packages: int
+    priority: int = 0
+    cycles: list[list[str]] = attrs.field(factory=list)
+    skipped_cpvs: list[str] = attrs.field(factory=list)
+    merged_cpvs: list[str] = attrs.field(factory=list)
+    queued: int = 0
+    created: float = 0.0
+    finished: float | None = None
+    unfinished: int = 0
+
+
+@attrs.define(kw_only=True)
+class Drone:
+    id: str
+    name: str
+    session: str
+    hostname: str = ""
+    ip: str = ""
+    mac: str = ""
+    cores: int = 1
+    arch: str = ""
+    chost: str = ""
+    version: str = ""
+    slots: int = 1
+    online: bool = True
+    registered: float = 0.0
+    builds: list[str] = attrs.field(factory=list)  # active build ids
+    failures_in_row: int = 0
+    streak_cps: list[str] = attrs.field(factory=list)
+    cooldown_until: float | None = None
+    next_cooldown_s: float = 0.0
+
+
+@attrs.define(kw_only=True)
+class Build:
+    id: str
+    entry_id: str
+    cpv: str
+    drone_id: str
+    drone_name: str
+    session: str
+    lease: str
+    attempt: int
+    state: str = "assigned"  # assigned | building | finished
+    result: str | None = None
+    started: float = 0.0
+    finished: float | None = None
+    duration_s: float | None = None
+    artifact: dict[str, Any] | None = None
+    error: str | None = None
+
+
+@attrs.define(kw_only=True)
+class Package:
+    cpv: str
+    build_id: str
+    artifact: dict[str, Any] | None
+    drone: str
+    built: float
+
+
+@attrs.frozen(kw_only=True)
+class Outcome:
+    ok: bool = True
+    result: dict[str, Any] = attrs.field(factory=dict)
+    code: str = ""  # refusal code (not_found, stale_lease, conflict, ...)
+    message: str = ""
+    notices: list[dict[str, Any]] = attrs.field(factory=list)
+
+
+def refuse(code: str, message: str) -> Outcome:
+    return Outcome(ok=False, code=code, message=message)
+
+
+def cp_of(cpv: str) -> str:
+    """``cat/pn`` of a ``cat/pn-ver[-rN]`` string (already validated by the parser)."""
+    from swarmd.atoms import cp_of as _cp
+
+    return _cp(cpv)
+
+
+class State:
+    def __init__(self, policy: Policy | None = None) -> None:
+        self.policy = policy or Policy()
+        self.entries: dict[str, Entry] = {}
+        self.requests: dict[str, Request] = {}
+        self.drones: dict[str, Drone] = {}
+        self.builds: dict[str, Build] = {}
+        self.packages: dict[str, Package] = {}
+        self.history: dict[str, float] = {}  # cat/pn -> EWMA seconds on 8 cores
+        self.active_by_cpv: dict[str, str] = {}  # unfinished entry per CPV
+        self.drone_by_name: dict[str, str] = {}
+        self.lease_index: dict[str, str] = {}  # valid lease -> build id
+        self.next_entry = 1
+        self.next_build = 1
+        self.next_drone = 1
+        self.next_order = 0
+        self.seq = 0  # last applied journal sequence number
+        # Derived: ready entries sorted best-first. Rebuilt on load, never serialized.
+        self.ready_index: list[tuple[int, float, int, str]] = []
+        self.counts: dict[str, int] = dict.fromkeys(ENTRY_STATES, 0)
+
+    # ---------------------------------------------------------------- dispatch
+    def apply(self, event: dict[str, Any]) -> Outcome:
+        handler = getattr(self, "_on_" + str(event.get("type")), None)
+        if handler is None:
+            raise ValueError(f"unknown event type {event.get('type')!r}")
+        if "seq" in event:
+            self.seq = int(event["seq"])
+        out: Outcome = handler(event)
+        return out
+
+    # ---------------------------------------------------------------- helpers
+    def _key(self, e: Entry) -> tuple[int, float, int, str]:
+        return (-e.req_priority, -e.crit_s, e.order, e.id)
+
+    def _set_state(self, e: Entry, new: str, ts: float) -> None:
+        old = e.state
+        if old == new:
+            return
+        if old == "ready":
+            k = self._key(e)
+            i = bisect.bisect_left(self.ready_index, k)
+            if i < len(self.ready_index) and self.ready_index[i] == k:
+                del self.ready_index[i]
+        if new == "ready":
+            bisect.insort(self.ready_index, self._key(e))
+        self.counts[old] -= 1
+        self.counts[new] += 1
+        e.state = new
+        e.updated = ts
+        if new in FINAL and self.active_by_cpv.get(e.cpv) == e.id:
+            del self.active_by_cpv[e.cpv]
+
+    def rebuild_derived(self) -> None:
+        self.counts = dict.fromkeys(ENTRY_STATES, 0)
+        for e in self.entries.values():
+            self.counts[e.state] += 1
+        self.ready_index = sorted(self._key(e) for e in self.entries.values() if e.state == "ready")
+
+    def estimate_for(self, cp: str) -> float:
+        return self.history.get(cp, DEFAULT_ESTIMATE_S)
+
+    def queue_counts(self) -> dict[str, int]:
+        c = self.counts
+        return {
+            "pending": c["pending"] + c["ready"],
+            "building": c["assigned"] + c["building"],
+            "completed": c["built"],
+            "failed": c["failed"] + c["blocked"],
+        }
+
+    def _queue_notice(self) -> dict[str, Any]:
+        return {"type": "queue_update", "data": self.queue_counts()}
+
+    def drone_status(self, d: Drone, now: float | None = None) -> str:
+        if not d.online:
+            return "offline"
+        if d.cooldown_until is not None and now is not None and now < d.cooldown_until:
+            return "degraded"
+        return "building" if d.builds else "ready"
+
+    def _drone_notice(self, d: Drone, ts: float) -> dict[str, Any]:
+        current = None
+        if d.builds:
+            current = self.builds[d.builds[0]].cpv
+        return {
+            "type": "drone_status",
+            "data": {
+                "drone_id": d.id,
+                "name": d.name,
+                "hostname": d.hostname,
+                "ip": d.ip,
+                "cores": d.cores,
+                "status": self.drone_status(d, ts),
+                "current_package": current,
+            },
+        }
+
+    def _progress_notice(self, b: Build, phase: str, ts: float) -> dict[str, Any]:
+        e = self.entries[b.entry_id]
+        cores = self.drones[b.drone_id].cores if b.drone_id in self.drones else 8
+        est = e.estimate_s * 8 / max(cores, 1)
+        elapsed = (b.finished or ts) - b.started
+        return {
+            "type": "build_progress",
+            "data": {
+                "build_id": b.id,
+                "package": b.cpv,
+                "drone": b.drone_name,
+                "drone_id": b.drone_id,
+                "phase": phase,
+                "percent": 100.0 if phase == "finished" else 0.0,
+                "elapsed_s": round(max(elapsed, 0.0), 1),
+                "estimate_s": round(est, 1),
+                "result": b.result,
+            },
+        }
+
+    # ---------------------------------------------------------------- finishing
+    def _finish_entry(self, e: Entry, new: str, ts: float, reason: str | None,
+                      notices: list[dict[str, Any]],
+                      blocked_out: list[str] | None = None) -> None:
+        """Move ``e`` to a final state and propagate to dependents and requests."""
+        self._set_state(e, new, ts)
+        e.reason = reason
+        if new == "built":
+            for did in e.dependents:
+                d = self.entries[did]
+                if d.state == "pending":
+                    d.waiting -= 1
+                    if d.waiting <= 0:
+                        self._set_state(d, "ready", ts)
+        else:
+            # Everything downstream that has not finished is blocked, with the reason.
+            why = f"dependency {e.cpv} {new}" if new != "blocked" else (reason or "")
+            stack = list(e.dependents)
+            while stack:
+                did = stack.pop()
+                d = self.entries[did]
+                if d.state in ("pending", "ready"):
+                    self._set_state(d, "blocked", ts)
+                    d.reason = why if new != "blocked" else f"dependency {e.cpv} blocked"
+                    if blocked_out is not None:
+                        blocked_out.append(d.id)
+                    self._entry_done_for_requests(d, ts, notices)
+                    stack.extend(d.dependents)
+        self._entry_done_for_requests(e, ts, notices)
+
+    def _entry_done_for_requests(self, e: Entry, ts: float,
+                                 notices: list[dict[str, Any]]) -> None:
+        for rid in e.requests:
+            r = self.requests[rid]
+            r.unfinished -= 1
+            if r.unfinished <= 0 and r.finished is None:
+                r.finished = ts
+                notices.append({"type": "build_complete", "data": self.request_summary(r)})
+
+    def request_counts(self, r: Request) -> dict[str, int]:
+        c = dict.fromkeys(ENTRY_STATES, 0)
+        for eid in r.entries:
+            c[self.entries[eid].state] += 1
+        return c
+
+    def request_summary(self, r: Request) -> dict[str, Any]:
+        c = self.request_counts(r)
+        return {
+            "request_id": r.id,
+            "packages": r.packages,
+            "built": c["built"] + len(r.skipped_cpvs),
+            "failed": c["failed"],
+            "blocked": c["blocked"],
+            "cancelled": c["cancelled"],
+            "duration_s": round((r.finished or r.created) - r.created, 1),
+        }
+
+    def _end_build(self, b: Build, result: str, ts: float, error: str | None = None) -> None:
+        b.state = "finished"
+        b.result = result
+        b.finished = ts
+        if b.error is None:
+            b.error = error
+        self.lease_index.pop(b.lease, None)
+        d = self.drones.get(b.drone_id)
+        if d is not None and b.id in d.builds:
+            d.builds.remove(b.id)
+
+    def _return_build(self, b: Build, ts: float, why: str,
+                      notices: list[dict[str, Any]]) -> None:
+        """The drone lost the build through no fault of the package: back to ready."""
+        self._end_build(b, "returned", ts, why)
+        e = self.entries[b.entry_id]
+        e.history.append({"build_id": b.id, "drone": b.drone_id, "result": "returned",
+                          "error": why})
+        if e.state in ACTIVE and e.build_id == b.id:
+            e.build_id = None
+            e.drone = None
+            self._set_state(e, "ready", ts)
+        notices.append(self._progress_notice(b, "finished", ts))
+
+    # ---------------------------------------------------------------- events
+    def _on_submit(self, ev: dict[str, Any]) -> Outcome:
+        rid = str(ev["request_id"])
+        if rid in self.requests:
+            return Outcome(result=self.request_record(self.requests[rid], duplicate=True))
+        ts = float(ev["ts"])
+        packages: list[str] = list(ev["packages"])
+        deps: dict[str, list[str]] = ev.get("deps", {})
+        priority = int(ev.get("priority", 0))
+        req = Request(id=rid, entries=[], packages=len(packages), priority=priority,
+                      cycles=[list(c) for c in ev.get("cycles", [])], created=ts)
+        new_entries: list[Entry] = []
+        for cpv in packages:
+            existing = self.active_by_cpv.get(cpv)
+            if existing is not None:
+                e = self.entries[existing]
+                if rid not in e.requests:
+                    e.requests.append(rid)
+                    req.entries.append(e.id)
+                    req.merged_cpvs.append(cpv)
+                    if priority > e.req_priority and e.state == "ready":
+                        self._set_state(e, "pending", ts)
+                        e.req_priority = priority
+                        self._set_state(e, "ready", ts)
+                    elif priority > e.req_priority:
+                        e.req_priority = priority
+                continue
+            if cpv in self.packages:
+                req.skipped_cpvs.append(cpv)
+                continue
+            cp = cp_of(cpv)
+            e = Entry(id=f"e-{self.next_entry:06d}", cpv=cpv, cp=cp, requests=[rid],
+                      estimate_s=self.estimate_for(cp), req_priority=priority,
+                      order=self.next_order, created=ts, updated=ts)
+            self.next_entry += 1
+            self.next_order += 1
+            self.entries[e.id] = e
+            self.counts["pending"] += 1
+            self.active_by_cpv[cpv] = e.id
+            req.entries.append(e.id)
+            new_entries.append(e)
+        for e in new_entries:
+            for dep_cpv in deps.get(e.cpv, []):
+                did = self.active_by_cpv.get(dep_cpv)
+                if did is None or did == e.id:
+                    continue  # built, or not in the queue: satisfied
+                d = self.entries[did]
+                e.deps.append(did)
+                e.dep_cpvs.append(dep_cpv)
+                d.dependents.append(e.id)
+                if d.state != "built":
+                    e.waiting += 1
+        req.queued = len(new_entries)
+        req.unfinished = sum(1 for eid in req.entries if self.entries[eid].state not in FINAL)
+        self.requests[rid] = req
+        self._recompute_priorities(new_entries)
+        notices: list[dict[str, Any]] = []
+        for e in new_entries:
+            if e.waiting == 0:
+                self._set_state(e, "ready", ts)
+        if req.unfinished == 0:
+            req.finished = ts
+            notices.append({"type": "build_complete", "data": self.request_summary(req)})
+        notices.append(self._queue_notice())
+        return Outcome(result=self.request_record(req), notices=notices)
+
+    def _recompute_priorities(self, new_entries: Iterable[Entry]) -> None:
+        """Critical path (estimated seconds) from each entry to the end of the graph.
+
+        New entries can only lengthen the paths of the entries they depend on, so the walk
+        starts at the new entries and goes up through their dependencies.
+        """
+        todo = list(new_entries)
+        if not todo:
+            return
+        # Entries whose crit may change: new ones and all their ancestors (dependencies).
+        affected: dict[str, Entry] = {}
+        stack = list(todo)
+        while stack:
+            e = stack.pop()
+            if e.id in affected:
+                continue
+            affected[e.id] = e
+            for did in e.deps:
+                d = self.entries[did]
+                if d.state not in FINAL:
+                    stack.append(d)
+        # Topological order over the affected subgraph: dependents before dependencies.
+        indeg = {eid: 0 for eid in affected}
+        for e in affected.values():
+            for did in e.deps:
+                if did in indeg:
+                    indeg[did] += 1
+        order = [eid for eid, n in indeg.items() if n == 0]
+        i = 0
+        while i < len(order):
+            e = affected[order[i]]
+            i += 1
+            for did in e.deps:
+                if did in indeg:
+                    indeg[did] -= 1
+                    if indeg[did] == 0:
+                        order.append(did)
+        ready_changed = []
+        for eid in order:
+            e = affected[eid]
+            best = 0.0
+            for sid in e.dependents:
+                s = self.entries[sid]
+                if s.state not in FINAL and s.crit_s > best:
+                    best = s.crit_s
+            crit = e.estimate_s + best
+            if crit != e.crit_s:
+                if e.state == "ready":
+                    ready_changed.append(e)
+                    self._set_state(e, "pending", e.updated)
+                    e.crit_s = crit
+                    self._set_state(e, "ready", e.updated)
+                else:
+                    e.crit_s = crit
+
+    def request_record(self, r: Request, duplicate: bool = False) -> dict[str, Any]:
+        return {
+            "id": r.id,
+            "queued": r.queued,
+            "skipped": len(r.skipped_cpvs),
+            "merged": len(r.merged_cpvs),
+            "packages": r.packages,
+            "cycles": r.cycles,
+            "skipped_cpvs": r.skipped_cpvs,
+            "merged_cpvs": r.merged_cpvs,
+            "entries": r.entries,
+            "created": r.created,
+            "duplicate": duplicate,
+        }
+
+    def _on_cancel(self, ev: dict[str, Any]) -> Outcome:
+        target = str(ev["target"])
+        ts = float(ev["ts"])
+        notices: list[dict[str, Any]] = []
+        cancelled: list[str] = []
+        if target in self.requests:
+            r = self.requests[target]
+            if r.finished is not None:
+                return refuse("conflict", f"request {target} has already finished")
+            victims = []
+            for eid in r.entries:
+                e = self.entries[eid]
+                if e.state in FINAL:
+                    continue
+                if len(e.requests) > 1:
+                    # Shared with another request: keep it, this request just lets go.
+                    e.requests.remove(target)
+                    r.unfinished -= 1
+                    continue
+                victims.append(e)
+        elif target in self.entries:
+            e = self.entries[target]
+            if e.state in FINAL:
+                return refuse("conflict", f"entry {target} is already {e.state}")
+            victims = [e]
+        else:
+            return refuse("not_found", f"no request or queue entry with id {target!r}")
+        blocked_ids: list[str] = []
+        for e in victims:
+            if e.state in FINAL:
+                continue  # blocked by an earlier victim of this same cancel
+            if e.state in ACTIVE and e.build_id:
+                b = self.builds[e.build_id]
+                self._end_build(b, "cancelled", ts, "cancelled by operator")
+                notices.append(self._progress_notice(b, "finished", ts))
+                d = self.drones.get(b.drone_id)
+                if d is not None:
+                    notices.append(self._drone_notice(d, ts))
+            e.build_id = None
+            self._finish_entry(e, "cancelled", ts, "cancelled by operator", notices,
+                               blocked_ids)
+            cancelled.append(e.id)
+        if target in self.requests:
+            r = self.requests[target]
+            if r.unfinished <= 0 and r.finished is None:
+                r.finished = ts
+                notices.append({"type": "build_complete", "data": self.request_summary(r)})
+        notices.append(self._queue_notice())
+        return Outcome(result={"id": target, "cancelled": cancelled, "blocked": blocked_ids},
+                       notices=notices)
+
+    def _on_register(self, ev: dict[str, Any]) -> Outcome:
+        ts = float(ev["ts"])
+        name = str(ev["name"])
+        notices: list[dict[str, Any]] = []
+        did = self.drone_by_name.get(name)
+        if did is None:
+            did = f"d-{self.next_drone:04d}"
+            self.next_drone += 1
+            d = Drone(id=did, name=name, session=str(ev["session"]), registered=ts)
+            self.drones[did] = d
+            self.drone_by_name[name] = did
+        else:
+            d = self.drones[did]
+            # A new session supersedes the old: the agent restarted, its builds are gone.
+            for bid in list(d.builds):
+                self._return_build(self.builds[bid], ts, "drone re-registered (new session)",
+                                   notices)
+            d.session = str(ev["session"])
+            d.registered = ts
+        for k in ("hostname", "ip", "mac", "arch", "chost", "version"):
+            setattr(d, k, str(ev.get(k, "")))
+        d.cores = max(1, int(ev.get("cores", 1)))
+        d.slots = max(1, int(ev.get("slots", 1)))
+        d.online = True
+        notices.append(self._drone_notice(d, ts))
+        if any(n["type"] == "build_progress" for n in notices):
+            notices.append(self._queue_notice())
+        return Outcome(result={"drone_id": did, "session": d.session}, notices=notices)
+
+    def _on_drone_offline(self, ev: dict[str, Any]) -> Outcome:
+        ts = float(ev["ts"])
+        d = self.drones.get(str(ev["drone_id"]))
+        if d is None:
+            return refuse("not_found", f"no drone {ev['drone_id']!r}")
+        if ev.get("session") is not None and ev["session"] != d.session:
+            return refuse("session_superseded", "drone has a newer session")
+        if not d.online:
+            return Outcome(result={"drone_id": d.id, "status": "offline"})
+        notices: list[dict[str, Any]] = []
+        for bid in list(d.builds):
+            self._return_build(self.builds[bid], ts, str(ev.get("why", "drone went offline")),
+                               notices)
+        d.online = False
+        notices.append(self._drone_notice(d, ts))
+        notices.append(self._queue_notice())
+        return Outcome(result={"drone_id": d.id, "status": "offline"}, notices=notices)
+
+    def check_session(self, drone_id: str, session: str) -> Drone:
+        """The drone if ``session`` is its current one; raises for the API to turn into 404/409."""
+        from swarmlib.errors import NotFound, SessionSuperseded
+
+        d = self.drones.get(drone_id)
+        if d is None:
+            raise NotFound(f"no drone with id {drone_id!r}; register first")
+        if not d.online or d.session != session:
+            raise SessionSuperseded(
+                f"session {session!r} of drone {drone_id} is no longer current; register again"
+            )
+        return d
+
+    def _on_assign(self, ev: dict[str, Any]) -> Outcome:
+        ts = float(ev["ts"])
+        d = self.drones.get(str(ev["drone_id"]))
+        if d is None or not d.online or d.session != ev["session"]:
+            return refuse("session_superseded", "drone session is no longer current")
+        e = self.entries.get(str(ev["entry_id"]))
+        if e is None or e.state != "ready":
+            return refuse("conflict", "entry is no longer ready")
+        if len(d.builds) >= d.slots:
+            return refuse("conflict", "drone has no free slot")
+        bid = f"b-{self.next_build:07d}"
+        self.next_build += 1
+        b = Build(id=bid, entry_id=e.id, cpv=e.cpv, drone_id=d.id, drone_name=d.name,
+                  session=d.session, lease=str(ev["lease"]), attempt=e.attempts + 1, started=ts)
+        self.builds[bid] = b
+        self.lease_index[b.lease] = bid
+        d.builds.append(bid)
+        e.build_id = bid
+        e.drone = d.id
+        self._set_state(e, "assigned", ts)
+        notices = [self._progress_notice(b, "started", ts), self._drone_notice(d, ts),
+                   self._queue_notice()]
+        return Outcome(
+            result={"build_id": bid, "lease": b.lease, "package": e.cpv, "atom": "=" + e.cpv,
+                    "estimate_s": round(e.estimate_s * 8 / d.cores, 1)},
+            notices=notices,
+        )
+
+    def _valid_build(self, ev: dict[str, Any]) -> Build | Outcome:
+        b = self.builds.get(str(ev["build_id"]))
+        if b is None:
+            return refuse("not_found", f"no build with id {ev['build_id']!r}")
+        if b.state == "finished" or self.lease_index.get(str(ev.get("lease"))) != b.id:
+            return refuse("stale_lease", f"build {b.id}: lease is no longer valid "
+                          "(the package was returned to the queue or finished)")
+        return b
+
+    def _on_started(self, ev: dict[str, Any]) -> Outcome:
+        b = self._valid_build(ev)
+        if isinstance(b, Outcome):
+            return b
+        e = self.entries[b.entry_id]
+        if b.state == "assigned":
+            b.state = "building"
+            self._set_state(e, "building", float(ev["ts"]))
+        return Outcome(result={"build_id": b.id, "state": b.state})
+
+    def _on_complete(self, ev: dict[str, Any]) -> Outcome:
+        b = self._valid_build(ev)
+        if isinstance(b, Outcome):
+            return b
+        ts = float(ev["ts"])
+        result = str(ev["result"])
+        e = self.entries[b.entry_id]
+        d = self.drones[b.drone_id]
+        notices: list[dict[str, Any]] = []
+        b.duration_s = float(ev.get("duration_s") or 0.0)
+        if result == "returned":
+            self._return_build(b, ts, str(ev.get("error") or "returned by drone"), notices)
+        elif result == "success":
+            b.artifact = ev.get("artifact")
+            self._end_build(b, "success", ts)
+            e.attempts += 1
+            e.history.append({"build_id": b.id, "drone": d.id, "result": "success",
+                              "error": None})
+            self.packages[e.cpv] = Package(cpv=e.cpv, build_id=b.id, artifact=b.artifact,
+                                           drone=d.id, built=ts)
+            if b.duration_s > 0:
+                self._learn(e.cp, b.duration_s * d.cores / 8)
+            d.failures_in_row = 0
+            d.streak_cps = []
+            d.cooldown_until = None
+            d.next_cooldown_s = 0.0
+            notices.append(self._progress_notice(b, "finished", ts))
+            self._finish_entry(e, "built", ts, None, notices)
+        else:  # failed
+            error = str(ev.get("error") or "build failed")
+            self._end_build(b, "failed", ts, error)
+            e.attempts += 1
+            e.history.append({"build_id": b.id, "drone": d.id, "result": "failed",
+                              "error": error})
+            if d.id not in e.failed_on:
+                e.failed_on.append(d.id)
+            if e.cp not in d.streak_cps:
+                d.streak_cps.append(e.cp)
+            d.failures_in_row += 1
+            if len(d.streak_cps) >= self.policy.failure_streak:
+                cool = d.next_cooldown_s or self.policy.cooldown_s
+                d.cooldown_until = ts + cool
+                d.next_cooldown_s = min(cool * 2, self.policy.cooldown_max_s)
+                d.streak_cps = []
+            notices.append(self._progress_notice(b, "finished", ts))
+            e.build_id = None
+            e.drone = None
+            if e.attempts > self.policy.max_retries:
+                self._finish_entry(e, "failed", ts,
+                                   f"failed {e.attempts} attempts; last error: {error}", notices)
+            else:
+                self._set_state(e, "ready", ts)
+        notices.append(self._drone_notice(d, ts))
+        notices.append(self._queue_notice())
+        return Outcome(result={"build_id": b.id, "state": e.state}, notices=notices)
+
+    def _learn(self, cp: str, seconds8: float) -> None:
+        old = self.history.get(cp)
+        self.history[cp] = seconds8 if old is None else old + EWMA_ALPHA * (seconds8 - old)
+
+    def _on_history(self, ev: dict[str, Any]) -> Outcome:
+        n = 0
+        for cp, secs in sorted(ev["packages"].items()):
+            self.history[str(cp)] = float(secs)
+            n += 1
+        return Outcome(result={"recorded": n})
+
+    # ---------------------------------------------------------------- snapshot
+    def to_snapshot(self) -> dict[str, Any]:
+        """A fresh, JSON-ready copy of the durable state (derived indexes excluded)."""
+        return {
+            "version": 1,
+            "seq": self.seq,
+            "counters": [self.next_entry, self.next_build, self.next_drone, self.next_order],
+            "entries": [attrs.asdict(e) for e in self.entries.values()],
+            "requests": [attrs.asdict(r) for r in self.requests.values()],
+            "drones": [attrs.asdict(d) for d in self.drones.values()],
+            "builds": [attrs.asdict(b) for b in self.builds.values()],
+            "packages": [attrs.asdict(p) for p in self.packages.values()],
+            "history": dict(self.history),
+        }
+
+    @classmethod
+    def from_snapshot(cls, snap: dict[str, Any], policy: Policy | None = None) -> State:
+        s = cls(policy)
+        s.seq = int(snap["seq"])
+        s.next_entry, s.next_build, s.next_drone, s.next_order = snap["counters"]
+        for raw in snap["entries"]:
+            e = Entry(**raw)
+            s.entries[e.id] = e
+            if e.state not in FINAL:
+                s.active_by_cpv[e.cpv] = e.id
+        for raw in snap["requests"]:
+            r = Request(**raw)
+            s.requests[r.id] = r
+        for raw in snap["drones"]:
+            d = Drone(**raw)
+            s.drones[d.id] = d
+            s.drone_by_name[d.name] = d.id
+        for raw in snap["builds"]:
+            b = Build(**raw)
+            s.builds[b.id] = b
+            if b.state != "finished":
+                s.lease_index[b.lease] = b.id
+        for raw in snap["packages"]:
+            p = Package(**raw)
+            s.packages[p.cpv] = p
+        s.history = {str(k): float(v) for k, v in snap["history"].items()}
+        s.rebuild_derived()
+        return s
