@@ -11,10 +11,10 @@ import logging
 import secrets
 import socket
 import time
+from pathlib import Path
 from typing import Any
 
 import trio
-from pathlib import Path
 from quart import Response, request, websocket
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
@@ -25,7 +25,7 @@ from swarmd.service import Orchestrator
 from swarmd.state import ENTRY_STATES, Build, Drone, Entry
 from swarmlib import __version__, logsetup
 from swarmlib.config import redacted
-from swarmlib.errors import BadRequest, BadSubmission, SwarmError, Unauthorized
+from swarmlib.errors import BadRequest, BadSubmission, SwarmError
 from swarmlib.macaddr import normalize_mac
 from swarmlib.timefmt import iso
 
@@ -77,8 +77,13 @@ def _str(doc: dict[str, Any], key: str, *, default: Any = ..., maxlen: int = 256
     return v
 
 
+async def _raw_body() -> bytes:
+    data = await request.get_data(as_text=False)
+    return data if isinstance(data, bytes) else data.encode()
+
+
 async def _body_json() -> dict[str, Any]:
-    raw = await request.get_data()
+    raw = await _raw_body()
     try:
         doc = json.loads(raw or b"null")
     except ValueError as exc:
@@ -215,7 +220,7 @@ def create_app(orch: Orchestrator, metrics: Metrics | None = None) -> QuartTrio:
     @app.post("/api/queue")
     async def post_queue() -> Response:
         ctype = (request.content_type or "").split(";")[0].strip().lower()
-        raw = await request.get_data()
+        raw = await _raw_body()
         if len(raw) > submission.MAX_BODY:
             return error(413, "too_large", "request body is larger than 8 MiB")
         priority = 0
@@ -456,7 +461,7 @@ def create_app(orch: Orchestrator, metrics: Metrics | None = None) -> QuartTrio:
         lease_ = request.headers.get("X-Swarm-Lease", "")
         if not lease_:
             raise BadRequest("header X-Swarm-Lease is required")
-        chunk = await request.get_data()
+        chunk = await _raw_body()
         n = await orch.append_log(bid, lease_, chunk)
         return _json({"bytes": n})
 

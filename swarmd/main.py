@@ -12,6 +12,7 @@ restarts it; replay recovers everything acknowledged).
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import signal
 import sys
@@ -67,18 +68,14 @@ async def serve(
                     "can reach %s", cfg.listen)
     async with trio.open_nursery() as nursery:
         await nursery.start(orch.run)
-
-        async def _ready(binds: list[str]) -> None:
+        async with trio.open_nursery() as web:
+            binds: list[str] = await web.start(
+                functools.partial(hyper_serve, app, hc, shutdown_trigger=shutdown.wait)
+            )
             log.info("swarmd listening on %s, state in %s", ", ".join(binds), cfg.state_dir)
             notify("READY=1")
             task_status.started(binds)
-
-        class _Status:
-            def started(self, binds: list[str]) -> None:
-                nursery.start_soon(_ready, binds)
-
-        await hyper_serve(app, hc, shutdown_trigger=shutdown.wait,  # type: ignore[arg-type]
-                          task_status=_Status())  # type: ignore[arg-type]
+        # Hypercorn returned: the HTTP side has drained. Stop the writer and the watchers.
         notify("STOPPING=1")
         nursery.cancel_scope.cancel()
     if orch.journal is not None:

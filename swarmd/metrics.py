@@ -71,7 +71,7 @@ class Metrics:
                                    registry=self.registry)
         self.auth_failures = Counter("swarm_auth_failures", "requests refused for a bad token",
                                      ["kind"], registry=self.registry)
-        self.registry.register(_StateCollector(orch))  # type: ignore[arg-type]
+        self.registry.register(_StateCollector(orch))
 
         def on_batch(n: int, seconds: float) -> None:
             self.journal_appends.inc(n)

@@ -44,7 +44,7 @@ def parse_text(body: str) -> Submission:
     # (indent, cpv or None for a non-job row) of the rows above, for --tree edges
     stack: list[tuple[int, str | None]] = []
     indents: set[int] = set()
-    rows: list[tuple[int, int, str | None]] = []  # (line no, indent, cpv)
+    rows: list[tuple[int, int, str | None]] = []  # (line no, indent, cpv or None)
     for n, raw in enumerate(lines, start=1):
         line = _ANSI.sub("", raw).rstrip("\r")
         stripped = line.strip()
@@ -71,20 +71,20 @@ def parse_text(body: str) -> Submission:
     if bad:
         raise BadSubmission(bad)
     tree = len(indents) > 1
-    for _n, indent, cpv in rows:
-        if cpv is not None and cpv not in seen:
-            seen.add(cpv)
-            packages.append(cpv)
-            deps.setdefault(cpv, [])
+    for _n, indent, row_cpv in rows:
+        if row_cpv is not None and row_cpv not in seen:
+            seen.add(row_cpv)
+            packages.append(row_cpv)
+            deps.setdefault(row_cpv, [])
         if not tree:
             continue
         while stack and stack[-1][0] >= indent:
             stack.pop()
-        if stack and cpv is not None:
+        if stack and row_cpv is not None:
             parent = stack[-1][1]
-            if parent is not None and parent != cpv and cpv not in deps[parent]:
-                deps[parent].append(cpv)
-        stack.append((indent, cpv))
+            if parent is not None and parent != row_cpv and row_cpv not in deps[parent]:
+                deps[parent].append(row_cpv)
+        stack.append((indent, row_cpv))
     if not packages:
         raise BadRequest("the submission has no package rows ([ebuild ...] or [binary ...] "
                          "lines of emerge --pretend output): nothing to build")

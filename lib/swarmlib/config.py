@@ -37,7 +37,12 @@ def secret_field(*, env: str, help: str) -> Any:
 
 def key(default: Any, help: str, **kw: Any) -> Any:
     if isinstance(default, list | dict):
-        return attrs.field(factory=lambda d=default: type(d)(d), metadata={"help": help}, **kw)
+        frozen_default = default
+
+        def _copy() -> Any:
+            return type(frozen_default)(frozen_default)
+
+        return attrs.field(factory=_copy, metadata={"help": help}, **kw)
     return attrs.field(default=default, metadata={"help": help}, **kw)
 
 
@@ -104,7 +109,7 @@ def load(
     description: str = "",
 ) -> C:
     environ = os.environ if environ is None else environ
-    fields = attrs.fields(cls)  # type: ignore[misc]
+    fields = attrs.fields(cls)  # type: ignore[arg-type]
     hints = _field_types(cls)
     parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("--config", help=f"TOML file (default {DEFAULT_DIR}/{prog}.toml)")
@@ -115,7 +120,7 @@ def load(
         base = _base(hints[f.name])
         if typing.get_origin(base) is dict or base is dict:
             continue  # tables only from the file
-        default = f.default if not isinstance(f.default, attrs.Factory) else f.default.factory()  # type: ignore[call-arg]
+        default = f.default.factory() if hasattr(f.default, "factory") else f.default
         parser.add_argument(
             flag,
             dest=f.name,
