@@ -17,6 +17,8 @@ class SwarmdConfig:
     compact_after_bytes: int = key(64 * 1024 * 1024, "journal size that triggers a snapshot")
     failure_streak: int = key(4, "failed builds in a row (different packages) that pause a drone")
     cooldown_s: float = key(300.0, "first pause of a failing drone; doubles each time")
+    retention_s: float = key(14 * 86400.0, "finished requests, entries and builds are kept "
+                             "this long (built packages and compile times forever)")
     event_window: int = key(10000, "events kept for consumers reconnecting with ?since=")
     log_format: str = key("text", "text or json")
     control_token: str = secret_field(env="SWARM_CONTROL_TOKEN",

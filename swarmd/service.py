@@ -119,7 +119,6 @@ class Orchestrator:
         assert self.journal is not None
         j = self.journal
         task_status.started()
-        seq = self.state.seq
         async for first in self._recv:
             batch = [first]
             while len(batch) < MAX_BATCH:
@@ -127,18 +126,8 @@ class Orchestrator:
                     batch.append(self._recv.receive_nowait())
                 except trio.WouldBlock:
                     break
-            frames = []
-            for p in batch:
-                seq += 1
-                p.event["seq"] = seq
-                frames.append(jr.encode(p.event))
             t0 = time.perf_counter()
-            # Raises JournalWriteFailed: fatal, nothing of this batch is acknowledged.
-            if getattr(j, "in_memory", False):
-                j.append_batch(frames)  # a test's fake journal: no thread, no real time
-                await trio.lowlevel.checkpoint()
-            else:
-                await trio.to_thread.run_sync(j.append_batch, frames)
+            await self._append([p.event for p in batch])
             if self.on_batch is not None:
                 self.on_batch(len(batch), time.perf_counter() - t0)
             changed = False
@@ -154,9 +143,31 @@ class Orchestrator:
             if j.bytes > self.cfg.compact_after_bytes:
                 await self._compact()
 
+    async def _append(self, events: list[dict[str, Any]]) -> None:
+        """Number, frame, write and fsync ``events`` (only the writer task calls this).
+
+        Raises JournalWriteFailed: fatal, nothing of the batch may be acknowledged.
+        """
+        assert self.journal is not None
+        seq = self.state.seq
+        frames = []
+        for ev in events:
+            seq += 1
+            ev["seq"] = seq
+            frames.append(jr.encode(ev))
+        if getattr(self.journal, "in_memory", False):
+            self.journal.append_batch(frames)  # a test's fake journal: no thread, no real time
+            await trio.lowlevel.checkpoint()
+        else:
+            await trio.to_thread.run_sync(self.journal.append_batch, frames)
+
     async def _compact(self) -> None:
         assert self.journal is not None
         t0 = time.perf_counter()
+        # Forget old finished history first, so the snapshot holds the live state only.
+        prune = {"type": "prune", "ts": self.wall(), "before": self.wall() - self.cfg.retention_s}
+        await self._append([prune])
+        self.state.apply(prune)
         snap = self.state.to_snapshot()  # consistent: only this task changes durable state
         if getattr(self.journal, "in_memory", False):
             self.journal.compact(snap)

@@ -737,6 +737,39 @@ class State:
             n += 1
         return Outcome(result={"recorded": n})
 
+    def _on_prune(self, ev: dict[str, Any]) -> Outcome:
+        """Forget finished history older than ``before``: finished requests, the final entries
+        that belong only to them, and their finished builds. ``packages`` (what is built) and
+        ``history`` (compile times) are kept, so start-up follows the live state, not the past.
+        """
+        before = float(ev["before"])
+        gone_r = {rid for rid, r in self.requests.items()
+                  if r.finished is not None and r.finished < before}
+        for rid in gone_r:
+            del self.requests[rid]
+        gone_e: set[str] = set()
+        for eid, e in self.entries.items():
+            if e.state in FINAL and e.updated < before and not any(
+                    rid in self.requests for rid in e.requests):
+                gone_e.add(eid)
+        for eid in gone_e:
+            e = self.entries.pop(eid)
+            self.counts[e.state] -= 1
+            for did in e.deps:
+                d = self.entries.get(did)
+                if d is not None and eid in d.dependents:
+                    d.dependents.remove(eid)
+            for sid in e.dependents:
+                d = self.entries.get(sid)
+                if d is not None and eid in d.deps:
+                    d.deps.remove(eid)
+        gone_b = [bid for bid, b in self.builds.items()
+                  if b.state == "finished" and b.entry_id in gone_e]
+        for bid in gone_b:
+            del self.builds[bid]
+        return Outcome(result={"requests": len(gone_r), "entries": len(gone_e),
+                               "builds": len(gone_b)})
+
     # ---------------------------------------------------------------- snapshot
     def to_snapshot(self) -> dict[str, Any]:
         """A fresh, JSON-ready copy of the durable state (derived indexes excluded)."""
