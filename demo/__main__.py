@@ -208,7 +208,7 @@ def main() -> int:
                   f"(sanitized public view)")
         rc = 0 if req["state"] == "complete" and s["failed"] == 0 and bad == 0 else 1
     finally:
-        for name, p in reversed(procs):
+        for _name, p in reversed(procs):
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
         for name, p in reversed(procs):
