@@ -110,6 +110,7 @@ def build_json(b: Build, orch: Orchestrator) -> dict[str, Any]:
         "id": b.id, "entry_id": b.entry_id, "cpv": b.cpv, "drone": b.drone_id,
         "drone_name": b.drone_name, "attempt": b.attempt, "state": b.state, "result": b.result,
         "started": iso(b.started), "finished": iso(b.finished), "duration_s": b.duration_s,
+        "started_ts": b.started, "finished_ts": b.finished,
         "artifact": b.artifact, "error": b.error,
         "progress": soft.progress.get(b.id) if soft and b.state != "finished" else None,
     }
