@@ -148,9 +148,14 @@ def load(
             file_data = _read_toml(p)
         path = str(p)
 
-    known = {f.name for f in fields}
-    secret_files = {f"{f.name}_file" for f in fields if f.metadata.get("secret")}
+    known = {f.name for f in fields if not f.metadata.get("secret")}
+    secret_names = {f.name for f in fields if f.metadata.get("secret")}
+    secret_files = {f"{n}_file" for n in secret_names}
     for k in file_data:
+        if k in secret_names:
+            env_name = next(f.metadata["env"] for f in fields if f.name == k)
+            raise ConfigError(f"{path}: secret '{k}' must not be written in the config file; "
+                              f"use '{k}_file' (a file only the service can read) or {env_name}")
         if k not in known and k not in secret_files:
             raise ConfigError(f"{path}: unknown key '{k}' (known: {', '.join(sorted(known))})")
 
