@@ -12,6 +12,18 @@ free soon (or idle and about to ask). The first entry whose earliest finish is o
 drone is the answer. So a long package is not given to a small drone while a much faster one is
 about to be free, and small packages still go to whatever is free.
 
+The imagination also sees one step ahead: an entry whose last unbuilt dependencies are being
+built right now (on the asking drone or on the faster drones considered) becomes ready when
+they finish, and if it ranks ahead of the entry under consideration it claims its faster drone
+first. Without this a small drone keeps declining a package "for the fast drone", and the fast
+drone, when free, keeps taking the next link of a more critical chain that nobody saw coming:
+the declined package starves (on bench/workloads/deep-chains.json: 1.10x the lower bound
+without the look-ahead, 1.02x with it; docs/BENCHMARKS-scheduler.md).
+
+A drone with no faster drone around takes the best entry it may build. Estimates are seconds
+on 8 cores from ``State.history``; a build that overran its estimate is guessed to need a
+quarter of it more.
+
 A drone that already failed a package is skipped for it while another eligible drone exists.
 A drone in cool-down (too many failures in a row) gets nothing.
 """
@@ -19,12 +31,14 @@ A drone in cool-down (too many failures in a row) gets nothing.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
-from swarmd.state import Drone, Entry, State
+from swarmd.state import Build, Drone, Entry, State
 
 SCAN_LIMIT = 256  # entries looked at per decision; the best ones are at the front
 OTHERS_LIMIT = 16  # faster drones considered per decision
+
+Key = tuple[int, float, int, str]
 
 
 def speed(cores: int) -> float:
@@ -39,20 +53,47 @@ def eligible(d: Drone, now: float) -> bool:
     return d.online and (d.cooldown_until is None or now >= d.cooldown_until)
 
 
+def expected_end(state: State, b: Build, d: Drone, now: float) -> float:
+    """When build ``b`` on drone ``d`` is expected to finish."""
+    est = duration_on(state.entries[b.entry_id], d.cores)
+    end = b.started + est
+    if end <= now:
+        # Overran its estimate: it will end some time soon; guess a quarter more.
+        end = now + 0.25 * est
+    return end
+
+
 def free_at(state: State, d: Drone, now: float) -> float:
     """When ``d`` is expected to have a free slot."""
     if len(d.builds) < d.slots:
         return now
-    ends = []
-    for bid in d.builds:
-        b = state.builds[bid]
-        est = duration_on(state.entries[b.entry_id], d.cores)
-        end = b.started + est
-        if end <= now:
-            # Overran its estimate: it will end some time soon; guess a quarter more.
-            end = now + 0.25 * est
-        ends.append(end)
+    ends = [expected_end(state, state.builds[bid], d, now) for bid in d.builds]
     return min(ends) if ends else now
+
+
+def soon_ready(state: State, drones: Iterable[Drone],
+               now: float) -> list[tuple[Key, float, Entry]]:
+    """Pending entries whose unbuilt dependencies are all being built on ``drones``, best-first.
+
+    Each comes with the time it is expected to become ready (its last dependency's end).
+    """
+    count: dict[str, int] = {}
+    ready_at: dict[str, float] = {}
+    for d in drones:
+        for bid in d.builds:
+            b = state.builds[bid]
+            end = expected_end(state, b, d, now)
+            for sid in state.entries[b.entry_id].dependents:
+                count[sid] = count.get(sid, 0) + 1
+                if end > ready_at.get(sid, 0.0):
+                    ready_at[sid] = end
+    out = []
+    for sid, n in count.items():
+        s = state.entries[sid]
+        if s.state == "pending" and s.waiting == n:
+            out.append(((-s.req_priority, -s.crit_s, s.order, s.id), ready_at[sid], s))
+    out.sort(key=lambda t: t[0])
+    return out
 
 
 def pick(
@@ -75,17 +116,31 @@ def pick(
         if d.cores > drone.cores and d.id != drone.id and eligible(d, now)
         and (busy is None or not busy(d.id))
     ]
+    if not faster:
+        # Nobody could finish anything sooner: the best entry this drone may build.
+        for i, key in enumerate(state.ready_index):
+            if i >= SCAN_LIMIT:
+                break
+            e = state.entries[key[3]]
+            if drone.id in e.failed_on and _someone_else_can(state, e, drone, now):
+                continue
+            return e
+        return None
     virtual_free = {d.id: free_at(state, d, now) for d in faster}
     # Only the few faster drones that free up first can matter for the next decisions.
     others = heapq.nsmallest(OTHERS_LIMIT, faster, key=lambda d: virtual_free[d.id])
-    any_other = any(
-        d.id != drone.id and eligible(d, now) for d in state.drones.values()
-    )
+    upcoming = soon_ready(state, [drone, *others], now)
+    u = 0
     for i, key in enumerate(state.ready_index):
         if i >= SCAN_LIMIT:
             break
+        # Entries about to become ready that rank ahead of this one claim their drones first.
+        while u < len(upcoming) and upcoming[u][0] < key:
+            _, at, s = upcoming[u]
+            u += 1
+            _reserve(s, at, drone, others, virtual_free)
         e = state.entries[key[3]]
-        if drone.id in e.failed_on and any_other and _someone_else_can(state, e, drone, now):
+        if drone.id in e.failed_on and _someone_else_can(state, e, drone, now):
             continue
         mine = now + duration_on(e, drone.cores)
         best_other: Drone | None = None
@@ -102,6 +157,23 @@ def pick(
         # Reserve the faster drone for this entry and look at the next one.
         virtual_free[best_other.id] = best_end
     return None
+
+
+def _reserve(e: Entry, at: float, drone: Drone, others: list[Drone],
+             virtual_free: dict[str, float]) -> None:
+    """Book ``e`` (ready at ``at``) on the faster drone that would finish it first, if any
+    finishes it before the asking drone would (were it still free at ``at``)."""
+    best_other: Drone | None = None
+    best_end = at + duration_on(e, drone.cores)
+    for d in others:
+        if d.id in e.failed_on:
+            continue
+        end = max(virtual_free[d.id], at) + duration_on(e, d.cores)
+        if end < best_end:
+            best_end = end
+            best_other = d
+    if best_other is not None:
+        virtual_free[best_other.id] = best_end
 
 
 def _someone_else_can(state: State, e: Entry, drone: Drone, now: float) -> bool:

@@ -190,7 +190,14 @@ class Orchestrator:
 
     # ------------------------------------------------------------------ change signal
     def poke(self) -> None:
-        """Wake every lease long-poll: something that may make work available changed."""
+        """Wake every lease long-poll: something that may make work available changed.
+
+        With nothing ready there is nothing to hand out, so nobody is woken (a fleet of idle
+        drones in long-polls would otherwise all wake for every change); the 5 s re-check in
+        ``lease`` covers what time alone changes (cool-downs ending, estimates aging).
+        """
+        if not self.state.ready_index:
+            return
         self._changed.set()
         self._changed = trio.Event()
 
