@@ -51,6 +51,8 @@ class DroneSoft:
     late: bool = False
     progress: dict[str, float] = attrs.field(factory=dict)
     commands: list[dict[str, Any]] = attrs.field(factory=list)
+    polling: int = 0  # lease long-polls in progress
+    last_poll: float = -1e9  # trio clock of the last lease call
 
 
 def replay(state_dir: Path, policy: Policy) -> tuple[State, jr.Loaded]:
@@ -220,6 +222,16 @@ class Orchestrator:
         s = self.soft.get(drone_id)
         return s is not None and s.late
 
+    def unavailable(self, drone_id: str) -> bool:
+        """Not worth waiting for: late, or it has a free slot but has not asked for work lately
+        (a stuck or misconfigured agent must not make smaller drones pass on packages)."""
+        s = self.soft.get(drone_id)
+        if s is None or s.late:
+            return True
+        d = self.state.drones.get(drone_id)
+        free_slot = d is not None and len(d.builds) < d.slots
+        return free_slot and s.polling == 0 and trio.current_time() - s.last_poll > 40.0
+
     def drone_status(self, drone_id: str) -> str:
         d = self.state.drones[drone_id]
         st = self.state.drone_status(d, self.wall())
@@ -291,10 +303,20 @@ class Orchestrator:
 
     async def lease(self, drone_id: str, session: str, wait_s: float) -> dict[str, Any] | None:
         deadline = trio.current_time() + wait_s
+        soft = self.touch(drone_id)
+        soft.polling += 1
+        try:
+            return await self._lease_loop(drone_id, session, deadline)
+        finally:
+            soft.polling -= 1
+            soft.last_poll = trio.current_time()
+
+    async def _lease_loop(self, drone_id: str, session: str,
+                          deadline: float) -> dict[str, Any] | None:
         while True:
             d = self.state.check_session(drone_id, session)
             self.touch(drone_id)
-            e = scheduler.pick(self.state, d, self.wall(), busy=self.is_late)
+            e = scheduler.pick(self.state, d, self.wall(), busy=self.unavailable)
             if e is not None:
                 out = await self.commit({
                     "type": "assign", "entry_id": e.id, "drone_id": d.id, "session": session,
