@@ -46,6 +46,7 @@ def normalize_cpv(cpv: str) -> str:
     if parts is None:
         raise ValueError(f"{cpv!r} is not a versioned CPV")
     cat, pn, ver, rev = parts
+    rev = f"r{int(rev[1:])}"  # -r01 and -r1 are the same revision
     return f"{cat}/{pn}-{ver}" + ("" if rev == "r0" else f"-{rev}")
 
 
@@ -84,6 +85,8 @@ def parse_atom(atom: str) -> str:
         if a.operator != "=" or a.blocker or a.use or a.slot or a.repo:
             raise ValueError(f"{atom!r}: only '=category/name-version' atoms name one build")
         return normalize_cpv(str(a.cpv))
+    if ":" in text:
+        raise ValueError(f"{atom!r}: write '=category/name-version' without slot or repository")
     return parse_job_cpv(text)
 
 

@@ -256,10 +256,14 @@ class Journal:
             _fsync_dir(self.state_dir)
         except OSError as exc:
             raise JournalWriteFailed(f"compaction in {self.state_dir} failed: {exc}") from exc
-        for old in segments(self.state_dir):
-            if old != self.path:
-                old.unlink()
-        _fsync_dir(self.state_dir)
+        try:
+            for old in segments(self.state_dir):
+                if old != self.path:
+                    old.unlink()
+            _fsync_dir(self.state_dir)
+        except OSError as exc:
+            raise JournalWriteFailed(f"compaction in {self.state_dir}: removing old segments "
+                                     f"failed: {exc}") from exc
 
 
 def iter_check(state_dir: Path) -> Iterator[str]:

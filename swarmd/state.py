@@ -417,21 +417,32 @@ class State:
             self.active_by_cpv[cpv] = e.id
             req.entries.append(e.id)
             new_entries.append(e)
-        for e in new_entries:
+        new_ids = {e.id for e in new_entries}
+        merged_waiting: list[Entry] = []
+        for eid in req.entries:
+            e = self.entries[eid]
+            is_new = eid in new_ids
+            if not is_new and e.state not in ("pending", "ready"):
+                continue  # already building or finished: its inputs are fixed
             for dep_cpv in deps.get(e.cpv, []):
                 did = self.active_by_cpv.get(dep_cpv)
-                if did is None or did == e.id:
-                    continue  # built, or not in the queue: satisfied
+                if did is None or did == e.id or did in e.deps:
+                    continue  # built, not in the queue, or known: satisfied
+                if not is_new and self._reaches(did, e.id):
+                    continue  # would close a cycle across requests: keep the older order
                 d = self.entries[did]
                 e.deps.append(did)
                 e.dep_cpvs.append(dep_cpv)
                 d.dependents.append(e.id)
-                if d.state != "built":
-                    e.waiting += 1
+                e.waiting += 1
+                if not is_new and e.state == "ready":
+                    self._set_state(e, "pending", ts)
+                if not is_new and e not in merged_waiting:
+                    merged_waiting.append(e)
         req.queued = len(new_entries)
         req.unfinished = sum(1 for eid in req.entries if self.entries[eid].state not in FINAL)
         self.requests[rid] = req
-        self._recompute_priorities(new_entries)
+        self._recompute_priorities([*new_entries, *merged_waiting])
         notices: list[dict[str, Any]] = []
         for e in new_entries:
             if e.waiting == 0:
@@ -441,6 +452,20 @@ class State:
             notices.append({"type": "build_complete", "data": self.request_summary(req)})
         notices.append(self._queue_notice())
         return Outcome(result=self.request_record(req), notices=notices)
+
+    def _reaches(self, start: str, target: str) -> bool:
+        """Does entry ``start`` (transitively) depend on ``target``?"""
+        seen = {start}
+        stack = [start]
+        while stack:
+            cur = self.entries[stack.pop()]
+            for did in cur.deps:
+                if did == target:
+                    return True
+                if did not in seen and self.entries[did].state not in FINAL:
+                    seen.add(did)
+                    stack.append(did)
+        return False
 
     def _recompute_priorities(self, new_entries: Iterable[Entry]) -> None:
         """Critical path (estimated seconds) from each entry to the end of the graph.
@@ -522,13 +547,14 @@ class State:
             if r.finished is not None:
                 return refuse("conflict", f"request {target} has already finished")
             victims = []
-            for eid in r.entries:
+            for eid in list(r.entries):
                 e = self.entries[eid]
                 if e.state in FINAL:
                     continue
                 if len(e.requests) > 1:
                     # Shared with another request: keep it, this request just lets go.
                     e.requests.remove(target)
+                    r.entries.remove(eid)
                     r.unfinished -= 1
                     continue
                 victims.append(e)

@@ -307,3 +307,22 @@ async def test_history_and_metrics(orch: Orchestrator) -> None:
     text = (await (await c.get("/metrics")).get_data()).decode()
     assert 'swarm_queue_entries{state="ready"} 1.0' in text
     assert "swarm_journal_appends_total 2.0" in text
+
+
+async def test_merged_entry_gains_new_dependencies_without_cycles(orch: Orchestrator) -> None:
+    c = create_app(orch).test_client()
+    await c.post("/api/queue", json={"packages": ["=a/app-1"]})
+    q = {e["cpv"]: e for e in (await (await c.get("/api/queue")).get_json())["entries"]}
+    assert q["a/app-1"]["state"] == "ready"
+    # A second request says a/app-1 needs a/lib-1: the shared entry waits for it.
+    await c.post("/api/queue", json={"packages": ["=a/lib-1", "=a/app-1"],
+                                     "deps": {"=a/app-1": ["=a/lib-1"]}})
+    q = {e["cpv"]: e for e in (await (await c.get("/api/queue")).get_json())["entries"]}
+    assert q["a/app-1"]["state"] == "pending"
+    assert q["a/app-1"]["deps"] == ["a/lib-1"]
+    # A third request claims the reverse edge: adding it would deadlock both, so it is kept out.
+    await c.post("/api/queue", json={"packages": ["=a/app-1", "=a/lib-1"],
+                                     "deps": {"=a/lib-1": ["=a/app-1"]}})
+    q = {e["cpv"]: e for e in (await (await c.get("/api/queue")).get_json())["entries"]}
+    assert q["a/lib-1"]["deps"] == []
+    assert q["a/lib-1"]["state"] == "ready"
