@@ -93,6 +93,11 @@ async def _body_json() -> dict[str, Any]:
     return doc
 
 
+def _record(rec: dict[str, Any]) -> dict[str, Any]:
+    """A request record as the API shows it (timestamps in ISO form)."""
+    return {**rec, "created": iso(rec["created"])}
+
+
 def entry_json(e: Entry, state: Any) -> dict[str, Any]:
     return {
         "id": e.id, "cpv": e.cpv, "atom": "=" + e.cpv, "state": e.state,
@@ -235,7 +240,7 @@ def create_app(orch: Orchestrator, metrics: Metrics | None = None) -> QuartTrio:
             if isinstance(doc, dict) and isinstance(doc.get("request_id"), str):
                 existing = orch.state.requests.get(doc["request_id"])
                 if existing is not None:
-                    return _json(orch.state.request_record(existing, duplicate=True), 200)
+                    return _json(_record(orch.state.request_record(existing, duplicate=True)))
             sub, priority, rid = await trio.to_thread.run_sync(submission.parse_json, doc)
         elif ctype in ("text/plain", "", "application/octet-stream"):
             try:
@@ -245,7 +250,8 @@ def create_app(orch: Orchestrator, metrics: Metrics | None = None) -> QuartTrio:
             sub = await trio.to_thread.run_sync(submission.parse_text, text)
             rid = request.args.get("request_id") or request.headers.get("X-Request-Id")
             if rid is not None and rid in orch.state.requests:
-                return _json(orch.state.request_record(orch.state.requests[rid], duplicate=True))
+                return _json(_record(orch.state.request_record(orch.state.requests[rid],
+                                                               duplicate=True)))
             prio_arg = request.args.get("priority")
             if prio_arg is not None:
                 try:
@@ -261,8 +267,7 @@ def create_app(orch: Orchestrator, metrics: Metrics | None = None) -> QuartTrio:
             "type": "submit", "request_id": rid, "packages": sub.packages, "deps": sub.deps,
             "cycles": sub.cycles, "priority": priority,
         })
-        rec = dict(out.result)
-        rec["created"] = iso(rec["created"])
+        rec = _record(out.result)
         status_code = 200 if rec.get("duplicate") else 202
         log.info("request %s: %d packages, %d queued, %d skipped, %d merged, %d cycles "
                  "(%.0f ms)", rec["id"], rec["packages"], rec["queued"], rec["skipped"],

@@ -40,7 +40,7 @@ def test_sigkill_loop_loses_nothing(tmp_path: Path) -> None:
     acked: dict[str, list[str]] = {}
     counter = 0
     kills = 0
-    for _round in range(22):
+    for _round in range(20):
         p = SwarmdProc(state, tmp_path / "swarmd.log").start()
         stop = threading.Event()
         t = threading.Thread(target=_submitter, args=(p.url, counter, acked, stop))
