@@ -1,0 +1,232 @@
+"""``gatewayd``: the task tree, the listeners, signals and the systemd notification.
+
+Task tree (``run``)::
+
+    run
+    +-- probe            GET /api/status every probe_interval_s
+    +-- replayer         forwards the spool when swarmd is up
+    +-- admin listener   Hypercorn on admin_listen (admin routes, /health, /metrics)
+    +-- public listener  wsfront.serve_public (HTTP + /ws/build-status) on listen,
+    |                    or plain Hypercorn when the push modules are not there
+    +-- hub subscriber   swarmd's /api/events -> WebSocket clients (with the push modules)
+
+``main()`` adds the signal watcher: SIGTERM/SIGINT stop the listeners from accepting, give
+in-flight requests ``DRAIN_S`` to finish, cancel the rest and exit 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
+from typing import Any
+
+import attrs
+import httpx
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve as hypercorn_serve
+
+from gatewayd.app import Gateway, create_app
+from gatewayd.config import GatewayConfig, load_config
+from gatewayd.probe import run_probe
+from swarmlib import logsetup
+from swarmlib.errors import ConfigError
+
+log = logging.getLogger("gatewayd")
+
+DRAIN_S = 5.0
+
+
+@attrs.frozen
+class Ports:
+    public: int
+    admin: int
+
+
+def _hypercorn_config(host: str, port: int) -> HypercornConfig:
+    hc = HypercornConfig()
+    hc.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    hc.graceful_timeout = DRAIN_S
+    hc.accesslog = None
+    hc.errorlog = logging.getLogger("hypercorn.error")
+    return hc
+
+
+async def serve_http(
+    app: Any,
+    host: str,
+    port: int,
+    *,
+    shutdown: trio.Event | None = None,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve ``app`` with Hypercorn on host:port until cancelled or ``shutdown`` is set (then
+    in-flight requests get DRAIN_S). ``task_status.started(bound_port)``."""
+    config = _hypercorn_config(host, port)
+    trigger: Callable[[], Awaitable[None]] | None = (
+        shutdown.wait if shutdown is not None else None)
+    async with trio.open_nursery() as nursery:
+        binds = await nursery.start(
+            partial(hypercorn_serve, app, config, shutdown_trigger=trigger))
+        task_status.started(int(str(binds[0]).rsplit(":", 1)[1]))
+
+
+def _push_modules() -> tuple[Any, Any] | None:
+    """``(gatewayd.push, gatewayd.wsfront)`` if the WebSocket side is installed."""
+    try:
+        from gatewayd import push, wsfront
+    except ImportError:
+        return None
+    return push, wsfront
+
+
+async def run(
+    cfg: GatewayConfig,
+    *,
+    shutdown: trio.Event | None = None,
+    http: httpx.AsyncClient | None = None,
+    task_status: trio.TaskStatus[Ports] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run the gateway until cancelled, or until ``shutdown`` is set and the listeners have
+    drained. ``task_status.started(Ports(public, admin))`` once both listeners accept."""
+    public_host, public_port = cfg.listen_addr()
+    admin_host, admin_port = cfg.admin_listen_addr()
+    own_http = http is None
+    client = http or httpx.AsyncClient(
+        timeout=httpx.Timeout(cfg.request_timeout_s, connect=min(5.0, cfg.request_timeout_s)),
+        limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
+    )
+    try:
+        gw = Gateway.create(cfg, client)
+        if not gw.auth.enabled:
+            log.warning("no SWARM_ADMIN_KEY configured: the admin API is disabled "
+                        "(every /api/swarm-admin call gets 401)")
+        if not cfg.control_token:
+            log.warning("no SWARM_CONTROL_TOKEN configured: calls to swarmd carry no token")
+        if gw.spool.depth:
+            log.info("%d spooled request(s) from an earlier run will be forwarded",
+                     gw.spool.depth)
+        public_app = create_app(gw, public=True)
+        admin_app = create_app(gw, public=False)
+        async with trio.open_nursery() as background:
+            await background.start(partial(
+                run_probe, gw.probe, client, cfg.orchestrator,
+                interval_s=cfg.probe_interval_s, timeout_s=cfg.probe_timeout_s))
+            await background.start(gw.replayer.run)
+            async with trio.open_nursery() as listeners:
+                bound_admin = await listeners.start(partial(
+                    serve_http, admin_app, admin_host, admin_port, shutdown=shutdown))
+                bound_public = await listeners.start(partial(
+                    _serve_public, gw, public_app, public_host, public_port, shutdown=shutdown))
+                log.info("gatewayd %s listening: public %s:%d, admin %s:%d",
+                         _version(), public_host, bound_public, admin_host, bound_admin)
+                task_status.started(Ports(bound_public, bound_admin))
+                if shutdown is not None:
+                    await shutdown.wait()
+                    # The listeners drain on their own; this is the backstop.
+                    listeners.cancel_scope.deadline = trio.current_time() + DRAIN_S + 1
+            background.cancel_scope.cancel()
+    finally:
+        if own_http:
+            with trio.CancelScope(shield=True), trio.move_on_after(2):
+                await client.aclose()
+
+
+async def _serve_public(
+    gw: Gateway,
+    app: Any,
+    host: str,
+    port: int,
+    *,
+    shutdown: trio.Event | None = None,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """The public listener: the WebSocket front when it exists, else plain Hypercorn.
+
+    This is the one place that chooses between them.
+    """
+    modules = _push_modules()
+    if modules is None:
+        await serve_http(app, host, port, shutdown=shutdown, task_status=task_status)
+        return
+    push, wsfront = modules
+    cfg = gw.cfg
+    hub = push.Hub(
+        gw.sanitizer,
+        buffer=cfg.ws_client_buffer,
+        max_clients=cfg.ws_max_clients,
+        ping_interval_s=cfg.ws_ping_interval_s,
+        pong_timeout_s=cfg.ws_pong_timeout_s,
+        metrics_clients_gauge=gw.metrics.ws_clients,
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(partial(
+            hub.run_subscriber, cfg.orchestrator, cfg.control_token, gw.http))
+        bound = await nursery.start(partial(wsfront.serve_public, app, host, port, hub))
+        task_status.started(bound)
+        if shutdown is not None:
+            await shutdown.wait()
+            nursery.cancel_scope.cancel()
+
+
+def _version() -> str:
+    import swarmlib
+
+    return swarmlib.__version__
+
+
+def notify_systemd(state: str) -> None:
+    """Send ``state`` (``READY=1``) to $NOTIFY_SOCKET if set; a failure is logged, not fatal."""
+    addr = os.environ.get("NOTIFY_SOCKET")
+    if not addr:
+        return
+    if addr.startswith("@"):
+        addr = "\0" + addr[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.connect(addr)
+            sock.sendall(state.encode())
+    except OSError as exc:
+        log.warning("could not notify systemd (%s)", exc.strerror)
+
+
+async def _main(cfg: GatewayConfig) -> None:
+    shutdown = trio.Event()
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(partial(run, cfg, shutdown=shutdown))
+            notify_systemd("READY=1")
+            async for signum in signals:
+                log.info("%s received: draining and stopping", signal.Signals(signum).name)
+                notify_systemd("STOPPING=1")
+                shutdown.set()
+                break
+            # run() returns after the drain; a second signal or the deadline cuts it short.
+            nursery.cancel_scope.deadline = trio.current_time() + DRAIN_S + 5
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    try:
+        cfg = load_config(argv)
+        logsetup.setup(cfg.log_format)
+    except ConfigError as exc:
+        print(f"gatewayd: {exc}", file=sys.stderr)
+        sys.exit(2)
+    try:
+        trio.run(_main, cfg)
+    except* KeyboardInterrupt:
+        pass
+    except* OSError as group:
+        # A listener that cannot bind, a spool directory that cannot be created: one line.
+        print(f"gatewayd: {group.exceptions[0]}", file=sys.stderr)
+        sys.exit(1)
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
