@@ -505,6 +505,8 @@ def create_app(orch: Orchestrator, metrics: Metrics | None = None) -> QuartTrio:
         out = await orch.complete(bid, {"lease": lease_, "result": result,
                                         "duration_s": float(duration), "artifact": artifact,
                                         "error": (err or "")[:4000] or None})
+        if result != "returned":
+            metrics.build_seconds.labels(result).observe(float(duration))
         return _json(out)
 
     # ------------------------------------------------------------------ events

@@ -66,7 +66,7 @@ class Metrics:
             registry=self.registry)
         self.build_seconds = Histogram(
             "swarm_build_duration_seconds", "duration of finished builds as drones report it",
-            buckets=(10, 30, 60, 120, 300, 600, 1200, 3600, 7200, 14400), registry=self.registry)
+            ["result"], buckets=(10, 30, 60, 120, 300, 600, 1200, 3600, 7200, 14400), registry=self.registry)
         self.submissions = Counter("swarm_submissions", "accepted submissions",
                                    registry=self.registry)
         self.auth_failures = Counter("swarm_auth_failures", "requests refused for a bad token",

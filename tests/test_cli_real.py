@@ -94,6 +94,7 @@ def test_cli_restart_drone_and_metrics_after_a_run(tmp_path: Path) -> None:
         assert metrics['swarm_queue_entries{state="built"}'] == 3
         assert metrics['swarm_builds{result="success"}'] == 3
         assert metrics["swarm_submissions_total"] == 1
+        assert metrics['swarm_build_duration_seconds_count{result="success"}'] == 3
         assert metrics["swarm_journal_appends_total"] >= 1 + 1 + 3 * 3
         assert metrics['swarm_drones{status="offline"}'] == 0
         # The drone got the restart command on its next heartbeat, re-executed itself and
