@@ -48,7 +48,9 @@ def free_port() -> int:
 
 
 class Swarmd:
-    def __init__(self, state_dir: Path, *extra: str, env: dict[str, str] | None = None) -> None:
+    def __init__(self, state_dir: Path, *extra: str, env: dict[str, str] | None = None,
+                 log: Path | None = None) -> None:
+        self.log = log  # swarmd's stderr (its log) goes here when given
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.state_dir = state_dir
@@ -59,10 +61,15 @@ class Swarmd:
 
     def start(self, timeout: float = 120) -> Swarmd:
         t0 = time.perf_counter()
+        err: Any = subprocess.DEVNULL
+        if self.log is not None:
+            err = self.log.open("ab")
         self.proc = subprocess.Popen(
             [str(BIN / "swarmd"), "--state-dir", str(self.state_dir), "--listen",
              f"127.0.0.1:{self.port}", "--config", str(EMPTY), *self.extra],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=self.env)
+            stdout=subprocess.DEVNULL, stderr=err, env=self.env)
+        if self.log is not None:
+            err.close()
         while True:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"swarmd exited with {self.proc.returncode}")
@@ -92,6 +99,12 @@ class Swarmd:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process (from /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def pct(values: list[float], p: float) -> float:

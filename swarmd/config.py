@@ -14,7 +14,8 @@ class SwarmdConfig:
     heartbeat_interval_s: float = key(30.0, "seconds between drone heartbeats")
     offline_after_s: float = key(90.0, "silence after which a drone is offline")
     max_retries: int = key(2, "retries per package after a failed build")
-    compact_after_bytes: int = key(64 * 1024 * 1024, "journal size that triggers a snapshot")
+    compact_after_bytes: int = key(16 * 1024 * 1024, "journal size that triggers a snapshot")
+    compact_after_events: int = key(30000, "journaled events that trigger a snapshot")
     failure_streak: int = key(4, "failed builds in a row (different packages) that pause a drone")
     cooldown_s: float = key(300.0, "first pause of a failing drone; doubles each time")
     retention_s: float = key(14 * 86400.0, "finished requests, entries and builds are kept "
@@ -35,5 +36,7 @@ class SwarmdConfig:
             raise ValueError("max_retries must be 0 or more")
         if self.compact_after_bytes < 4096:
             raise ValueError("compact_after_bytes must be at least 4096")
+        if self.compact_after_events < 100:
+            raise ValueError("compact_after_events must be at least 100")
         if self.log_format not in ("text", "json"):
             raise ValueError(f"log_format must be 'text' or 'json', not {self.log_format!r}")

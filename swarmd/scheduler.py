@@ -111,12 +111,8 @@ def pick(
         return None
     if not state.ready_index:
         return None
-    faster = [
-        d for d in state.drones.values()
-        if d.cores > drone.cores and d.id != drone.id and eligible(d, now)
-        and (busy is None or not busy(d.id))
-    ]
-    if not faster:
+    others, virtual_free = _faster_drones(state, drone, now, busy)
+    if not others:
         # Nobody could finish anything sooner: the best entry this drone may build.
         for i, key in enumerate(state.ready_index):
             if i >= SCAN_LIMIT:
@@ -126,9 +122,6 @@ def pick(
                 continue
             return e
         return None
-    virtual_free = {d.id: free_at(state, d, now) for d in faster}
-    # Only the few faster drones that free up first can matter for the next decisions.
-    others = heapq.nsmallest(OTHERS_LIMIT, faster, key=lambda d: virtual_free[d.id])
     upcoming = soon_ready(state, [drone, *others], now)
     u = 0
     for i, key in enumerate(state.ready_index):
@@ -157,6 +150,38 @@ def pick(
         # Reserve the faster drone for this entry and look at the next one.
         virtual_free[best_other.id] = best_end
     return None
+
+
+def _faster_drones(
+    state: State, drone: Drone, now: float, busy: Callable[[str], bool] | None
+) -> tuple[list[Drone], dict[str, float]]:
+    """The (at most OTHERS_LIMIT) faster drones that free up first, and when each does.
+
+    Only the few faster drones that free up first can matter for the next decisions. Drones
+    with a free slot are free now, the earliest possible: once OTHERS_LIMIT of them are found
+    the scan stops, and ``free_at`` (which walks a drone's builds) is computed for busy drones
+    only when fewer than that are free.
+    """
+    free: list[Drone] = []
+    busy_ones: list[Drone] = []
+    for d in state.drones.values():
+        if d.cores <= drone.cores or d.id == drone.id or not eligible(d, now):
+            continue
+        if busy is not None and busy(d.id):
+            continue
+        if len(d.builds) < d.slots:
+            free.append(d)
+            if len(free) >= OTHERS_LIMIT:
+                break
+        else:
+            busy_ones.append(d)
+    virtual_free = {d.id: now for d in free}
+    if len(free) >= OTHERS_LIMIT or not busy_ones:
+        return free, virtual_free
+    for d in busy_ones:
+        virtual_free[d.id] = free_at(state, d, now)
+    rest = heapq.nsmallest(OTHERS_LIMIT - len(free), busy_ones, key=lambda d: virtual_free[d.id])
+    return [*free, *rest], virtual_free
 
 
 def _reserve(e: Entry, at: float, drone: Drone, others: list[Drone],

@@ -30,6 +30,7 @@ from swarmlib.errors import Conflict, NotFound, StaleLease
 log = logging.getLogger("swarmd")
 
 MAX_BATCH = 4096
+WAKING = frozenset({"submit", "complete", "cancel", "drone_offline", "history"})
 LOG_LIMIT = 32 * 1024 * 1024  # bytes of build log kept per build
 
 
@@ -81,6 +82,7 @@ class Orchestrator:
         self._changed = trio.Event()
         self.heartbeats: Any = None  # swarmd.heartbeat.Supervisor, set by run()
         self.recovered_events = 0
+        self._since_compact = 0  # events journaled since the last snapshot
         self.on_batch: Callable[[int, float], None] | None = None  # metrics hook
 
     # ------------------------------------------------------------------ recovery
@@ -91,6 +93,7 @@ class Orchestrator:
         t0 = time.perf_counter()
         self.state, loaded = replay(self.state_dir, self.policy)
         self.recovered_events = len(loaded.events)
+        self._since_compact = len(loaded.events)
         self.journal = jr.Journal(self.state_dir, loaded.last_seq + 1)
         log.info(
             "recovered state from %s: snapshot seq %s, %d journal events replayed in %.3f s; "
@@ -138,12 +141,20 @@ class Orchestrator:
                 p.outcome = out
                 for notice in out.notices:
                     self.hub.publish(notice, p.event.get("ts"))
-                changed = changed or bool(out.notices)
+                # Only these can make work available to a waiting drone; an assignment or a
+                # registration without returned builds cannot, and waking every long-poll for
+                # them costs a fleet-sized scan each.
+                if out.ok and (p.event["type"] in WAKING or (
+                        p.event["type"] == "register" and len(out.notices) > 1)):
+                    changed = True
                 p.done.set()
             if changed:
                 self.poke()
-            if j.bytes > self.cfg.compact_after_bytes:
+            self._since_compact += len(batch)
+            if (j.bytes > self.cfg.compact_after_bytes
+                    or self._since_compact > self.cfg.compact_after_events):
                 await self._compact()
+                self._since_compact = 0
 
     async def _append(self, events: list[dict[str, Any]]) -> None:
         """Number, frame, write and fsync ``events`` (only the writer task calls this).

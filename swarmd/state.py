@@ -793,8 +793,19 @@ class State:
                   if b.state == "finished" and b.entry_id in gone_e]
         for bid in gone_b:
             del self.builds[bid]
+        # Built packages: keep the newest of each cat/pn for good (what is on the binhost now);
+        # older versions are forgotten once they are past the retention too.
+        newest: dict[str, Package] = {}
+        for p in self.packages.values():
+            cp = cp_of(p.cpv)
+            if cp not in newest or p.built > newest[cp].built:
+                newest[cp] = p
+        keep = {p.cpv for p in newest.values()}
+        gone_p = [c for c, p in self.packages.items() if c not in keep and p.built < before]
+        for c in gone_p:
+            del self.packages[c]
         return Outcome(result={"requests": len(gone_r), "entries": len(gone_e),
-                               "builds": len(gone_b)})
+                               "builds": len(gone_b), "packages": len(gone_p)})
 
     # ---------------------------------------------------------------- snapshot
     def to_snapshot(self) -> dict[str, Any]:
