@@ -37,6 +37,7 @@ bench: $(STAMP)
 	$(PY) -m bench.run $(BENCH)
 
 reliability: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[test,reliability]'
 	$(PY) -m bench.reliability
 
 clean:

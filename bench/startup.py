@@ -51,7 +51,7 @@ class _Dirs:
     """The journals the frames are written to, and the compaction rule of the writer."""
 
     def __init__(self, root: Path, threshold: int, retention_s: float,
-                 threshold_events: int = 30000) -> None:
+                 threshold_events: int = 20000) -> None:
         self.compacted = root / "compacted"
         self.worst = root / "worst"
         self.uncompacted = root / "uncompacted"

@@ -54,7 +54,7 @@ DRONE_STATES = ("ready", "building", "degraded", "offline")
 ENTRY_STATES = ("pending", "ready", "assigned", "building", "built", "failed", "blocked",
                 "cancelled")
 QUEUED_STATES = ("pending", "ready", "assigned", "building")
-RESULTS = ("success", "failed", "returned", "revoked")
+RESULTS = ("success", "failed", "returned", "revoked", "cancelled")
 PHASES = ("started", "progress", "finished")
 PUBLIC_TYPES = ("drone_status", "build_progress", "queue_update", "build_complete")
 # Whole strings that are public vocabulary: never rewritten, never a leak by themselves.

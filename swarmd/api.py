@@ -22,7 +22,7 @@ from werkzeug.exceptions import HTTPException
 from swarmd import submission
 from swarmd.metrics import Metrics
 from swarmd.service import Orchestrator
-from swarmd.state import ENTRY_STATES, Build, Drone, Entry
+from swarmd.state import ENTRY_STATES, FINAL, Build, Drone, Entry
 from swarmlib import __version__, logsetup
 from swarmlib.config import redacted
 from swarmlib.errors import BadRequest, BadSubmission, SwarmError
@@ -281,6 +281,13 @@ def create_app(orch: Orchestrator, metrics: Metrics | None = None) -> QuartTrio:
         st = orch.state
         if ident not in st.requests and ident not in st.entries:
             return error(404, "not_found", f"no request or queue entry with id {ident!r}")
+        # Refuse what is already finished before journaling anything (apply re-checks).
+        r = st.requests.get(ident)
+        if r is not None and r.finished is not None:
+            return error(409, "conflict", f"request {ident} has already finished")
+        e = st.entries.get(ident)
+        if e is not None and e.state in FINAL:
+            return error(409, "conflict", f"entry {ident} is already {e.state}")
         out = await orch.commit({"type": "cancel", "target": ident})
         if not out.ok:
             return error(409 if out.code == "conflict" else 404, out.code, out.message)

@@ -15,7 +15,7 @@ class SwarmdConfig:
     offline_after_s: float = key(90.0, "silence after which a drone is offline")
     max_retries: int = key(2, "retries per package after a failed build")
     compact_after_bytes: int = key(16 * 1024 * 1024, "journal size that triggers a snapshot")
-    compact_after_events: int = key(30000, "journaled events that trigger a snapshot")
+    compact_after_events: int = key(20000, "journaled events that trigger a snapshot")
     failure_streak: int = key(4, "failed builds in a row (different packages) that pause a drone")
     cooldown_s: float = key(300.0, "first pause of a failing drone; doubles each time")
     retention_s: float = key(14 * 86400.0, "finished requests, entries and builds are kept "

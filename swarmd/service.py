@@ -309,6 +309,22 @@ class Orchestrator:
             notice = self.state._progress_notice(b, "progress", self.wall())
             notice["data"]["percent"] = round(float(pct), 1)
             self.hub.publish(notice)
+        # Builds swarmd thinks the drone holds but the drone does not report: the lease reply
+        # was lost (swarmd or the network died between journaling the assignment and the
+        # drone reading it) or the agent lost track of it. After a grace of two heartbeat
+        # intervals (a lease granted a moment ago may not be in this beat yet) the package
+        # goes back to the queue with no attempt counted: nothing waits forever.
+        reported = {str(i.get("build_id")) for i in builds}
+        grace = 2 * self.cfg.heartbeat_interval_s
+        for bid in list(d.builds):
+            b = self.state.builds[bid]
+            if bid not in reported and self.wall() - b.started > grace:
+                log.warning("drone %s does not hold build %s of %s: returning it to the queue",
+                            d.name, bid, b.cpv, extra={"ids": {"build": bid, "drone": d.id}})
+                await self.commit({"type": "complete", "build_id": bid, "lease": b.lease,
+                                   "result": "returned", "duration_s": 0.0,
+                                   "error": "the drone does not hold this build"})
+                revoked.append(b.lease)
         commands, s.commands = s.commands, []
         return {"commands": commands, "revoked": sorted(set(revoked))}
 

@@ -169,3 +169,27 @@ async def _cooldown_checks(orch: Orchestrator) -> None:
     await orch.heartbeat(d1, s1, "ready", 0, [])
     assert orch.drone_status(d1) == "ready"
     assert await orch.lease(d1, s1, 0) is not None
+
+
+async def test_build_the_drone_never_got_is_returned(
+    orch: Orchestrator, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The assignment was journaled but the lease reply never reached the drone (swarmd died
+    in between): the drone beats with no builds and its only slot must not stay taken."""
+    await orch.commit({"type": "submit", "request_id": "r1", "packages": ["a/b-1"], "deps": {},
+                       "priority": 0})
+    d1, s1 = await _drone(orch, "d1")
+    job = await orch.lease(d1, s1, 0)
+    assert job is not None
+    out = await orch.heartbeat(d1, s1, "ready", 0.1, [])  # within the grace: kept
+    assert out["revoked"] == []
+    assert orch.state.entries["e-000001"].state == "assigned"
+    await trio.sleep(61)
+    await orch.heartbeat(d1, s1, "ready", 0.1, [])
+    out = await orch.heartbeat(d1, s1, "ready", 0.1, [])
+    e = orch.state.entries["e-000001"]
+    assert e.attempts == 0
+    again = await orch.lease(d1, s1, 0)
+    assert again is not None
+    assert again["package"] == "a/b-1"
+    assert again["build_id"] != job["build_id"]
