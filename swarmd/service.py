@@ -357,7 +357,13 @@ class Orchestrator:
             remaining = deadline - trio.current_time()
             if remaining <= 0:
                 return None
-            # Woken at once by any change; re-decide at least every 5 s as estimates age.
+            if self.state.ready_index:
+                # Work is ready but better left to faster drones: look again in a moment
+                # rather than at every change (a fleet of small drones would otherwise all
+                # re-decide at every completion).
+                await trio.sleep(min(remaining, 2.0))
+                continue
+            # Woken at once when work appears; re-decide at least every 5 s as estimates age.
             with trio.move_on_after(min(remaining, 5.0)):
                 await self.wait_changed()
 
