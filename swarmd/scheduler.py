@@ -101,11 +101,13 @@ def pick(
     drone: Drone,
     now: float,
     busy: Callable[[str], bool] | None = None,
+    reserved: list[str] | None = None,
 ) -> Entry | None:
     """The entry ``drone`` should build now, or None (nothing ready, or better left to others).
 
     ``busy(drone_id)`` may say a drone is unavailable for reasons only the shell knows
-    (late heartbeat); such drones are not waited for.
+    (late heartbeat); such drones are not waited for. When the answer is None because entries
+    were left to faster drones, their ids are appended to ``reserved`` (the shell wakes them).
     """
     if not eligible(drone, now) or len(drone.builds) >= drone.slots:
         return None
@@ -160,6 +162,8 @@ def pick(
         # Reserve the faster drone for this entry and look at the next one.
         virtual_free[best_other.id] = best_end
         min_vf = min(virtual_free[d.id] for d in others)
+        if reserved is not None and best_other.id not in reserved:
+            reserved.append(best_other.id)
     return None
 
 

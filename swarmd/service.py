@@ -79,7 +79,7 @@ class Orchestrator:
         self.soft: dict[str, DroneSoft] = {}
         self.started_wall = wall()
         self._send, self._recv = trio.open_memory_channel[_Pending](MAX_BATCH)
-        self._changed = trio.Event()
+        self._waiting: dict[str, trio.Event] = {}  # drone id -> its lease long-poll's wake-up
         self.heartbeats: Any = None  # swarmd.heartbeat.Supervisor, set by run()
         self.recovered_events = 0
         self._since_compact = 0  # events journaled since the last snapshot
@@ -211,12 +211,28 @@ class Orchestrator:
         """
         if not self.state.ready_index:
             return
-        self._changed.set()
-        self._changed = trio.Event()
+        waiting, self._waiting = self._waiting, {}
+        for ev in waiting.values():
+            ev.set()
 
-    async def wait_changed(self) -> None:
-        """Return at the next poke. Checkpoint; cancelling it leaves nothing behind."""
-        await self._changed.wait()
+    def nudge(self, drone_ids: list[str]) -> None:
+        """Wake the long-polls of these drones only (work was left for them)."""
+        for did in drone_ids:
+            ev = self._waiting.pop(did, None)
+            if ev is not None:
+                ev.set()
+
+    async def wait_changed(self, drone_id: str) -> None:
+        """Return at the next poke or nudge of ``drone_id``. Checkpoint; cancelling it
+        leaves nothing behind."""
+        ev = self._waiting.get(drone_id)
+        if ev is None:
+            ev = self._waiting[drone_id] = trio.Event()
+        try:
+            await ev.wait()
+        finally:
+            if self._waiting.get(drone_id) is ev:
+                del self._waiting[drone_id]
 
     # ------------------------------------------------------------------ soft state
     def touch(self, drone_id: str) -> DroneSoft:
@@ -343,7 +359,9 @@ class Orchestrator:
         while True:
             d = self.state.check_session(drone_id, session)
             self.touch(drone_id)
-            e = scheduler.pick(self.state, d, self.wall(), busy=self.unavailable)
+            reserved: list[str] = []
+            e = scheduler.pick(self.state, d, self.wall(), busy=self.unavailable,
+                               reserved=reserved)
             if e is not None:
                 out = await self.commit({
                     "type": "assign", "entry_id": e.id, "drone_id": d.id, "session": session,
@@ -357,15 +375,11 @@ class Orchestrator:
             remaining = deadline - trio.current_time()
             if remaining <= 0:
                 return None
-            if self.state.ready_index:
-                # Work is ready but better left to faster drones: look again in a moment
-                # rather than at every change (a fleet of small drones would otherwise all
-                # re-decide at every completion).
-                await trio.sleep(min(remaining, 2.0))
-                continue
+            # The faster drones this one left work for decide now, not at their next wake-up.
+            self.nudge(reserved)
             # Woken at once when work appears; re-decide at least every 5 s as estimates age.
             with trio.move_on_after(min(remaining, 5.0)):
-                await self.wait_changed()
+                await self.wait_changed(drone_id)
 
     def check_lease(self, build_id: str, lease: str) -> None:
         b = self.state.builds.get(build_id)
