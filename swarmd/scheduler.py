@@ -164,6 +164,14 @@ def pick(
         min_vf = min(virtual_free[d.id] for d in others)
         if reserved is not None and best_other.id not in reserved:
             reserved.append(best_other.id)
+    # Every scanned entry is better off on a faster drone, but the queue is deeper than what
+    # they can take soon: there is work for everyone, so take the next one down the list
+    # rather than stand idle.
+    for key in state.ready_index[SCAN_LIMIT:SCAN_LIMIT + SCAN_LIMIT]:
+        e = state.entries[key[3]]
+        if not (e.failed_on and drone.id in e.failed_on
+                and _someone_else_can(state, e, drone, now)):
+            return e
     return None
 
 

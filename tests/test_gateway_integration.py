@@ -107,9 +107,10 @@ def _fake_drone_build(sd_url: str, cpv_filter: str | None = None) -> None:
 def test_gateway_public_admin_spool_and_restarts(tmp_path: Path) -> None:
     sd = SwarmdProc(tmp_path / "state", tmp_path / "swarmd.log",
                     env={"SWARM_CONTROL_TOKEN": CONTROL}).start()
-    gw = GatewayProc(tmp_path, sd.url).start()
+    gw = GatewayProc(tmp_path, sd.url)
     adm = {"X-Admin-Key": ADMIN}
     try:
+        gw.start()
         r = httpx.post(gw.url + "/api/swarm-admin/queue", headers=adm, timeout=10,
                        json={"packages": ["=a/b-1", "=a/c-1"], "request_id": "first"})
         assert r.status_code == 202, r.text
@@ -175,14 +176,15 @@ def test_gateway_public_admin_spool_and_restarts(tmp_path: Path) -> None:
         # Everything the gateway logged on its public path is free of canaries.
         _no_canary(gw.log.read_text(), "gatewayd log")
     finally:
-        gw.stop()
+        if gw.proc is not None:
+            gw.stop()
         sd.stop()
 
 
 def test_websocket_push_of_a_real_build(tmp_path: Path) -> None:
     sd = SwarmdProc(tmp_path / "state", tmp_path / "swarmd.log",
                     env={"SWARM_CONTROL_TOKEN": CONTROL}).start()
-    gw = GatewayProc(tmp_path, sd.url).start()
+    gw = GatewayProc(tmp_path, sd.url)
     frames: list[dict[str, Any]] = []
     raw: list[str] = []
 
@@ -208,9 +210,11 @@ def test_websocket_push_of_a_real_build(tmp_path: Path) -> None:
                 nursery.cancel_scope.cancel()
 
     try:
+        gw.start()
         trio.run(client)
     finally:
-        gw.stop()
+        if gw.proc is not None:
+            gw.stop()
         sd.stop()
     types = [f["type"] for f in frames]
     assert "build_complete" in types, types
