@@ -233,3 +233,20 @@ def test_simulate_command_prints_one_json_object() -> None:
     assert r["makespan_s"] == r["fifo_makespan_s"]
     assert r["ratio"] >= 1.0
     assert {"lower_bound_s", "fifo_ratio", "critical_path_s", "work_bound_s"} <= set(r)
+
+
+def test_small_drone_works_when_the_queue_is_deeper_than_faster_drones_can_take() -> None:
+    """Twenty idle 32-core drones and one 4-core drone, 400 ready packages: the fast drones
+    cannot take them all soon, so the small one gets work instead of standing idle; with
+    only a handful of packages it leaves them to the fast drones."""
+    fleet = {f"big{i}": 32 for i in range(20)}
+    fleet["small"] = 4
+    sw = Swarm(fleet)
+    sw.submit({f"cat/p{i}-1": 600.0 for i in range(400)})
+    got = sw.ask("small")
+    assert got is not None
+    ranked = [sw.state.entries[k[3]].cpv for k in sw.state.ready_index]
+    assert ranked.index(got) >= 20  # the best-ranked ones stay for the fast drones
+    few = Swarm(fleet)
+    few.submit({f"cat/q{i}-1": 600.0 for i in range(5)})
+    assert few.ask("small") is None
