@@ -5,7 +5,6 @@ Handlers validate at the edge, then call the Orchestrator; every error is the JS
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 import secrets
@@ -19,14 +18,13 @@ from quart import Response, request, websocket
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
-from swarmd import submission
+from swarmd import droneproto, submission
 from swarmd.metrics import Metrics
 from swarmd.service import Orchestrator
 from swarmd.state import ENTRY_STATES, FINAL, Build, Drone, Entry
 from swarmlib import __version__, logsetup
 from swarmlib.config import redacted
 from swarmlib.errors import BadRequest, BadSubmission, SwarmError
-from swarmlib.macaddr import normalize_mac
 from swarmlib.timefmt import iso
 
 log = logging.getLogger("swarmd.api")
@@ -38,43 +36,6 @@ def _json(data: Any, status: int = 200) -> Response:
 
 def error(status: int, code: str, message: str, **extra: Any) -> Response:
     return _json({"error": {"code": code, "message": message, **extra}}, status)
-
-
-def _token_ok(expected: str, header: str | None) -> bool:
-    if not expected:
-        return True
-    if not header or not header.startswith("Bearer "):
-        return False
-    return hmac.compare_digest(header[7:].strip().encode(), expected.encode())
-
-
-def _num(doc: dict[str, Any], key: str, *, minimum: float | None = None,
-         maximum: float | None = None, default: Any = ..., integer: bool = False) -> Any:
-    if key not in doc or doc[key] is None:
-        if default is ...:
-            raise BadRequest(f"body.{key}: required field is missing")
-        return default
-    v = doc[key]
-    if isinstance(v, bool) or not isinstance(v, int | float) or (integer and not isinstance(v, int)):
-        raise BadRequest(f"body.{key}: expected {'an integer' if integer else 'a number'}, got {v!r}")
-    if minimum is not None and v < minimum:
-        raise BadRequest(f"body.{key}: must be >= {minimum}, got {v!r}")
-    if maximum is not None and v > maximum:
-        raise BadRequest(f"body.{key}: must be <= {maximum}, got {v!r}")
-    return v
-
-
-def _str(doc: dict[str, Any], key: str, *, default: Any = ..., maxlen: int = 256) -> Any:
-    if key not in doc or doc[key] is None:
-        if default is ...:
-            raise BadRequest(f"body.{key}: required field is missing")
-        return default
-    v = doc[key]
-    if not isinstance(v, str):
-        raise BadRequest(f"body.{key}: expected a string, got {type(v).__name__}")
-    if len(v) > maxlen:
-        raise BadRequest(f"body.{key}: longer than {maxlen} characters")
-    return v
 
 
 async def _raw_body() -> bytes:
@@ -171,17 +132,10 @@ def create_app(orch: Orchestrator, metrics: Metrics | None = None) -> QuartTrio:
 
     @app.before_request
     async def _auth() -> Response | None:
-        path = request.path
-        if path.startswith("/api/drones/register") or (
-            path.startswith("/api/drones/") and path.rsplit("/", 1)[-1] in ("heartbeat", "lease")
-        ) or (path.startswith("/api/builds/") and path.rsplit("/", 1)[-1] in ("log", "complete")):
-            if not _token_ok(cfg.drone_token, request.headers.get("Authorization")):
-                metrics.auth_failures.labels("drone").inc()
-                return error(401, "unauthorized", "missing or wrong drone token "
-                             "(Authorization: Bearer $SWARM_DRONE_TOKEN)")
-            return None
+        if droneproto.route(request.method, request.path) is not None:
+            return None  # droneproto.dispatch applies the drone token rule
         if request.method in ("POST", "DELETE", "PUT", "PATCH"):
-            if not _token_ok(cfg.control_token, request.headers.get("Authorization")):
+            if not droneproto.token_ok(cfg.control_token, request.headers.get("Authorization")):
                 metrics.auth_failures.labels("control").inc()
                 return error(401, "unauthorized", "missing or wrong control token "
                              "(Authorization: Bearer $SWARM_CONTROL_TOKEN)")
@@ -419,107 +373,40 @@ def create_app(orch: Orchestrator, metrics: Metrics | None = None) -> QuartTrio:
         return Response(body, content_type=ctype)
 
     # ------------------------------------------------------------------ drone protocol
+    # swarm-drone's keep-alive connections are served by the drone lane (swarmd.front); these
+    # routes carry what the lane hands to Hypercorn. Both run droneproto.dispatch.
+    async def _drone_call(endpoint: str, ident: str) -> Response:
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        status_code, body = await droneproto.dispatch(orch, metrics, endpoint, ident, headers,
+                                                      await _raw_body())
+        if status_code == 204:
+            return Response("", status=204)
+        return Response(body, status=status_code, content_type="application/json")
+
     @app.post("/api/drones/register")
     async def register() -> Response:
-        doc = await _body_json()
-        name = _str(doc, "name", maxlen=128)
-        if not name.strip():
-            raise BadRequest("body.name: must not be empty")
-        body = {
-            "name": name.strip(),
-            "hostname": _str(doc, "hostname", default=""),
-            "ip": _str(doc, "ip", default=""),
-            "mac": normalize_mac(_str(doc, "mac", default="")),
-            "cores": _num(doc, "cores", minimum=1, maximum=4096, integer=True),
-            "arch": _str(doc, "arch", default=""),
-            "chost": _str(doc, "chost", default=""),
-            "version": _str(doc, "version", default=""),
-            "slots": _num(doc, "slots", minimum=1, maximum=256, integer=True, default=1),
-        }
-        return _json(await orch.register(body))
+        return await _drone_call("register", "")
 
     @app.post("/api/drones/<did>/heartbeat")
     async def heartbeat(did: str) -> Response:
-        doc = await _body_json()
-        session = _str(doc, "session")
-        status_ = _str(doc, "status", default="ready")
-        if status_ not in ("ready", "building"):
-            raise BadRequest(f"body.status: expected 'ready' or 'building', got {status_!r}")
-        load = _num(doc, "load", minimum=0, default=0.0)
-        builds_ = doc.get("builds", [])
-        if not isinstance(builds_, list) or not all(isinstance(b, dict) for b in builds_):
-            raise BadRequest("body.builds: expected a list of {build_id, lease, progress}")
-        for b in builds_:
-            if not isinstance(b.get("build_id"), str) or not isinstance(b.get("lease"), str):
-                raise BadRequest("body.builds[]: build_id and lease must be strings")
-            p = b.get("progress")
-            if p is not None and (isinstance(p, bool) or not isinstance(p, int | float) or not 0 <= p <= 100):
-                raise BadRequest("body.builds[].progress: expected a percentage 0-100")
-        return _json(await orch.heartbeat(did, session, status_, float(load), builds_))
+        return await _drone_call("heartbeat", did)
 
     @app.post("/api/drones/<did>/lease")
     async def lease(did: str) -> Response:
-        doc = await _body_json()
-        session = _str(doc, "session")
-        _num(doc, "slots", minimum=1, maximum=256, integer=True, default=1)
-        wait_s = float(_num(doc, "wait_s", minimum=0, maximum=30, default=30))
-        orch.state.check_session(did, session)
-        got = await orch.lease(did, session, wait_s)
-        if got is None:
-            return Response("", status=204)
-        return _json(got)
+        return await _drone_call("lease", did)
 
     @app.post("/api/builds/<bid>/log")
     async def build_log(bid: str) -> Response:
-        lease_ = request.headers.get("X-Swarm-Lease", "")
-        if not lease_:
-            raise BadRequest("header X-Swarm-Lease is required")
-        chunk = await _raw_body()
-        n = await orch.append_log(bid, lease_, chunk)
-        return _json({"bytes": n})
+        return await _drone_call("log", bid)
 
     @app.post("/api/builds/<bid>/complete")
     async def complete(bid: str) -> Response:
-        doc = await _body_json()
-        lease_ = _str(doc, "lease")
-        result = _str(doc, "result")
-        if result not in ("success", "failed", "returned"):
-            raise BadRequest(f"body.result: expected success, failed or returned, got {result!r}")
-        duration = _num(doc, "duration_s", minimum=0, maximum=30 * 86400, default=0.0)
-        artifact = doc.get("artifact")
-        if result == "success":
-            if not isinstance(artifact, dict):
-                raise BadRequest("body.artifact: a successful build must report {path, size, sha256}")
-            path = artifact.get("path")
-            size = artifact.get("size")
-            sha = artifact.get("sha256")
-            if not isinstance(path, str) or not path or path.startswith("/") or ".." in path.split("/"):
-                raise BadRequest("body.artifact.path: expected a relative path under the binhost")
-            if isinstance(size, bool) or not isinstance(size, int) or size < 0:
-                raise BadRequest("body.artifact.size: expected a byte count")
-            if not isinstance(sha, str) or len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
-                raise BadRequest("body.artifact.sha256: expected 64 lowercase hex digits")
-            artifact = {"path": path, "size": size, "sha256": sha}
-        else:
-            artifact = None
-        err = doc.get("error")
-        if err is not None and not isinstance(err, str):
-            raise BadRequest("body.error: expected a string or null")
-        atom = doc.get("atom")
-        b = orch.state.builds.get(bid)
-        if atom is not None and b is not None and atom not in (b.cpv, "=" + b.cpv):
-            raise BadRequest(f"body.atom: {atom!r} is not the leased package {b.cpv}")
-        out = await orch.complete(bid, {"lease": lease_, "result": result,
-                                        "duration_s": float(duration), "artifact": artifact,
-                                        "error": (err or "")[:4000] or None})
-        if result != "returned":
-            metrics.build_seconds.labels(result).observe(float(duration))
-        return _json(out)
+        return await _drone_call("complete", bid)
 
     # ------------------------------------------------------------------ events
     @app.websocket("/api/events")
     async def events() -> None:
-        if not _token_ok(cfg.control_token, websocket.headers.get("Authorization")):
+        if not droneproto.token_ok(cfg.control_token, websocket.headers.get("Authorization")):
             metrics.auth_failures.labels("control").inc()
             await websocket.close(1008, "missing or wrong control token")
             return

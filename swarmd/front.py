@@ -1,0 +1,196 @@
+"""swarmd's listener: the drone lane, in front of Hypercorn.
+
+Nearly all of swarmd's requests are the drone protocol: every agent beats every 30 s and asks
+for work on keep-alive connections. Through Hypercorn and Quart each of those cost about 2.5 ms
+of CPU (h11 events, the ASGI scope, request contexts, routing): with 5,000 drones swarmd spent
+a whole core on HTTP alone (docs/BENCHMARKS.md, "Drone load"). The lane serves those requests
+itself, straight from the socket to ``droneproto.dispatch``, and gives the connection to
+Hypercorn (``swarmlib.front``) at the first request that is anything but simple:
+
+- the lane takes exactly: ``POST`` of a drone protocol path, ``HTTP/1.1``, no query string,
+  one ``Content-Length`` (at most LANE_MAX_BODY), no ``Transfer-Encoding``, ``Expect`` or
+  ``Upgrade``, well-formed header lines, none repeated;
+- anything else (the operator API, ``/metrics``, ``/api/events``, chunked log uploads, HTTP/1.0,
+  a malformed head, an oversized body) goes to Hypercorn with the bytes read so far, at a
+  request boundary, and Hypercorn serves the rest of that connection: its parser decides what is
+  malformed and answers 400/413/431 as it always did.
+
+So the lane never has to be lenient: being strict costs only a hand-off. The answers are the
+same bytes of JSON the Quart routes give (both call ``droneproto.dispatch``). Timeouts: an idle
+keep-alive connection is closed after Hypercorn's ``keep_alive_timeout``; a head must arrive
+within HEAD_TIMEOUT_S and a body within BODY_TIMEOUT_S once begun. On shutdown idle connections
+are closed at once and a request in progress gets the graceful timeout.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from email.utils import formatdate
+from typing import TYPE_CHECKING
+
+import attrs
+import trio
+
+from swarmd import droneproto
+from swarmlib.front import MAX_HEAD_BYTES, Handoff
+
+if TYPE_CHECKING:
+    from swarmd.metrics import Metrics
+    from swarmd.service import Orchestrator
+
+log = logging.getLogger("swarmd.front")
+
+LANE_MAX_BODY = 1024 * 1024  # larger bodies (big log chunks) go to Hypercorn's 8 MiB limit
+HEAD_TIMEOUT_S = 10.0
+BODY_TIMEOUT_S = 60.0
+RECV = 65536
+
+REASONS = {200: "OK", 204: "No Content", 400: "Bad Request", 401: "Unauthorized",
+           404: "Not Found", 409: "Conflict", 500: "Internal Server Error",
+           503: "Service Unavailable"}
+
+
+@attrs.frozen
+class LaneRequest:
+    endpoint: str
+    ident: str
+    headers: dict[str, str]
+    length: int
+    close: bool
+
+
+def parse_request(head: bytes) -> LaneRequest | None:
+    """A request head (without the blank line) the lane serves, or None (Hypercorn's)."""
+    try:
+        text = head.decode("ascii")
+    except UnicodeDecodeError:
+        return None
+    lines = text.split("\r\n")
+    parts = lines[0].split(" ")
+    if len(parts) != 3 or parts[2] != "HTTP/1.1" or "?" in parts[1]:
+        return None
+    r = droneproto.route(parts[0], parts[1])
+    if r is None:
+        return None
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        name, sep, value = line.partition(":")
+        if not sep or not name or any(c in name for c in " \t\r\n"):
+            return None  # also obs-fold continuation lines, which start with white space
+        key = name.lower()
+        if key in headers:
+            return None
+        headers[key] = value.strip(" \t")
+    if "transfer-encoding" in headers or "expect" in headers or "upgrade" in headers:
+        return None
+    cl = headers.get("content-length")
+    if cl is None or not cl.isdigit() or len(cl) > 9:
+        return None
+    length = int(cl)
+    if length > LANE_MAX_BODY:
+        return None
+    tokens = {t.strip().lower() for t in headers.get("connection", "").split(",")}
+    return LaneRequest(endpoint=r[0], ident=r[1], headers=headers, length=length,
+                       close="close" in tokens)
+
+
+class _Date:
+    """The ``Date`` header value, formatted once per second."""
+
+    def __init__(self) -> None:
+        self.second = -1
+        self.value = ""
+
+    def now(self) -> str:
+        s = int(time.time())
+        if s != self.second:
+            self.second = s
+            self.value = formatdate(s, usegmt=True)
+        return self.value
+
+
+def response(status: int, body: bytes, date: str, close: bool) -> bytes:
+    head = f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}\r\ndate: {date}\r\nserver: swarmd\r\n"
+    if status != 204:
+        head += f"content-type: application/json\r\ncontent-length: {len(body)}\r\n"
+    else:
+        body = b""
+    if close:
+        head += "connection: close\r\n"
+    return head.encode() + b"\r\n" + body
+
+
+class DroneLane:
+    """The connection handler of ``swarmlib.front.serve_front`` for swarmd."""
+
+    def __init__(self, orch: Orchestrator, metrics: Metrics | None) -> None:
+        self.orch = orch
+        self.metrics = metrics
+        self.date = _Date()
+        self.served = 0  # requests answered by the lane (a test and the curious read it)
+        self.handed_off = 0  # connections given to Hypercorn
+
+    async def handle(self, stream: trio.SocketStream, handoff: Handoff) -> None:
+        buf = bytearray()
+        keep_alive = float(handoff.config.keep_alive_timeout)
+        while True:
+            if not buf:
+                if handoff.closing.is_set():
+                    return
+                data = b""
+                with trio.CancelScope(deadline=trio.current_time() + keep_alive) as idle:
+                    handoff.idle_scopes.add(idle)
+                    try:
+                        data = await stream.receive_some(RECV)
+                    finally:
+                        handoff.idle_scopes.discard(idle)
+                if not data:
+                    return  # EOF, idle too long, or shutting down
+                buf += data
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                with trio.move_on_after(HEAD_TIMEOUT_S):
+                    while (end := buf.find(b"\r\n\r\n")) < 0 and len(buf) < MAX_HEAD_BYTES:
+                        data = await stream.receive_some(RECV)
+                        if not data:
+                            return
+                        buf += data
+                if end < 0:
+                    if len(buf) >= MAX_HEAD_BYTES:
+                        await self._handoff(stream, handoff, buf)  # Hypercorn answers 431/400
+                    return
+            req = parse_request(bytes(buf[:end]))
+            if req is None:
+                await self._handoff(stream, handoff, buf)
+                return
+            need = end + 4 + req.length
+            if len(buf) < need:
+                with trio.move_on_after(BODY_TIMEOUT_S):
+                    while len(buf) < need:
+                        data = await stream.receive_some(RECV)
+                        if not data:
+                            return
+                        buf += data
+                if len(buf) < need:
+                    return
+            body = bytes(buf[end + 4:need])
+            del buf[:need]
+            close = req.close
+            try:
+                status, out = await droneproto.dispatch(self.orch, self.metrics, req.endpoint,
+                                                        req.ident, req.headers, body)
+            except Exception:
+                log.exception("drone protocol call %s %s failed", req.endpoint, req.ident)
+                status, out = droneproto.error_doc(500, "internal", "internal error: see "
+                                                   "swarmd's log")
+                close = True
+            self.served += 1
+            await stream.send_all(response(status, out, self.date.now(), close))
+            if close:
+                return
+
+    async def _handoff(self, stream: trio.SocketStream, handoff: Handoff,
+                       buf: bytearray) -> None:
+        self.handed_off += 1
+        await handoff(stream, bytes(buf))
