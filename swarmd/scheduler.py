@@ -31,7 +31,7 @@ A drone in cool-down (too many failures in a row) gets nothing.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Container, Iterable
 
 from swarmd.state import Build, Drone, Entry, State
 
@@ -102,12 +102,16 @@ def pick(
     now: float,
     busy: Callable[[str], bool] | None = None,
     reserved: list[str] | None = None,
+    claimed: Container[str] = (),
 ) -> Entry | None:
     """The entry ``drone`` should build now, or None (nothing ready, or better left to others).
 
     ``busy(drone_id)`` may say a drone is unavailable for reasons only the shell knows
     (late heartbeat); such drones are not waited for. When the answer is None because entries
     were left to faster drones, their ids are appended to ``reserved`` (the shell wakes them).
+    ``claimed`` holds ids of entries already picked for other drones whose assignment is not
+    yet applied (the shell's group commit): they are passed over, so concurrent decisions do
+    not all pick the same entry and then retry.
     """
     if not eligible(drone, now) or len(drone.builds) >= drone.slots:
         return None
@@ -119,6 +123,8 @@ def pick(
         for i, key in enumerate(state.ready_index):
             if i >= SCAN_LIMIT:
                 break
+            if key[3] in claimed:
+                continue
             e = state.entries[key[3]]
             if drone.id in e.failed_on and _someone_else_can(state, e, drone, now):
                 continue
@@ -140,6 +146,8 @@ def pick(
             u += 1
             _reserve(s, at, drone, others, virtual_free)
             min_vf = min(virtual_free[d.id] for d in others)
+        if key[3] in claimed:
+            continue
         e = state.entries[key[3]]
         if e.failed_on and drone.id in e.failed_on and _someone_else_can(state, e, drone, now):
             continue
@@ -168,6 +176,8 @@ def pick(
     # they can take soon: there is work for everyone, so take the next one down the list
     # rather than stand idle.
     for key in state.ready_index[SCAN_LIMIT:SCAN_LIMIT + SCAN_LIMIT]:
+        if key[3] in claimed:
+            continue
         e = state.entries[key[3]]
         if not (e.failed_on and drone.id in e.failed_on
                 and _someone_else_can(state, e, drone, now)):
@@ -181,26 +191,38 @@ def _faster_drones(
     """The (at most OTHERS_LIMIT) faster drones that free up first, and when each does.
 
     Only the few faster drones that free up first can matter for the next decisions. Drones
-    with a free slot are free now, the earliest possible: once OTHERS_LIMIT of them are found
-    the scan stops, and ``free_at`` (which walks a drone's builds) is computed for busy drones
-    only when fewer than that are free.
+    with a free slot are free now, the earliest possible: they come from the state's index of
+    free drones by core count, fastest first, and once OTHERS_LIMIT of them are found the search
+    stops. Otherwise a sample of busy faster drones (at most 4 * OTHERS_LIMIT, fastest first)
+    fills the rest by when ``free_at`` says they free up. The cost of a decision is bounded by
+    these limits, not by the size of the fleet.
     """
+    classes = sorted((c for c in state.online_by_cores if c > drone.cores), reverse=True)
     free: list[Drone] = []
-    busy_ones: list[Drone] = []
-    for d in state.drones.values():
-        if d.cores <= drone.cores or d.id == drone.id or not eligible(d, now):
-            continue
-        if busy is not None and busy(d.id):
-            continue
-        if len(d.builds) < d.slots:
+    for c in classes:
+        for did in state.free_by_cores.get(c, ()):
+            d = state.drones[did]
+            if not eligible(d, now) or (busy is not None and busy(did)):
+                continue
             free.append(d)
             if len(free) >= OTHERS_LIMIT:
-                break
-        elif len(busy_ones) < 4 * OTHERS_LIMIT:
-            # A sample is enough in a large fleet: it bounds the cost of one decision.
-            busy_ones.append(d)
+                return free, {d.id: now for d in free}
     virtual_free = {d.id: now for d in free}
-    if len(free) >= OTHERS_LIMIT or not busy_ones:
+    busy_ones: list[Drone] = []
+    for c in classes:
+        free_here = state.free_by_cores.get(c, {})
+        for did in state.online_by_cores[c]:
+            if did in free_here:
+                continue
+            d = state.drones[did]
+            if not eligible(d, now) or (busy is not None and busy(did)):
+                continue
+            busy_ones.append(d)
+            if len(busy_ones) >= 4 * OTHERS_LIMIT:
+                break
+        if len(busy_ones) >= 4 * OTHERS_LIMIT:
+            break
+    if not busy_ones:
         return free, virtual_free
     for d in busy_ones:
         virtual_free[d.id] = free_at(state, d, now)

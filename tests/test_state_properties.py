@@ -21,7 +21,16 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from swarmd import scheduler
-from swarmd.state import ACTIVE, ENTRY_STATES, FINAL, Outcome, Policy, State
+from swarmd.state import (
+    ACTIVE,
+    ENTRY_STATES,
+    FINAL,
+    SNAPSHOT_TABLES,
+    Outcome,
+    Policy,
+    State,
+    records,
+)
 
 # ------------------------------------------------------------------ invariants
 
@@ -93,6 +102,20 @@ def check_invariants(s: State) -> None:
     assert s.counts == {k: sum(1 for e in s.entries.values() if e.state == k)
                         for k in ENTRY_STATES}
     assert s.ready_index == sorted(s._key(e) for e in s.entries.values() if e.state == "ready")
+    # the scheduler's drone indexes: every online drone by its cores, the free ones apart
+    online: dict[int, set[str]] = {}
+    free: dict[int, set[str]] = {}
+    for d in s.drones.values():
+        if d.online:
+            online.setdefault(d.cores, set()).add(d.id)
+            if len(d.builds) < d.slots:
+                free.setdefault(d.cores, set()).add(d.id)
+    assert {c: set(ids) for c, ids in s.online_by_cores.items()} == online
+    assert {c: set(ids) for c, ids in s.free_by_cores.items()} == free
+    # the snapshot's fast records are attrs.asdict
+    for table in SNAPSHOT_TABLES:
+        objs = list(getattr(s, table).values())
+        assert records(objs) == [attrs.asdict(o) for o in objs], table
 
 
 def roundtrip(snap: dict[str, Any]) -> dict[str, Any]:
@@ -102,7 +125,8 @@ def roundtrip(snap: dict[str, Any]) -> dict[str, Any]:
 
 
 def derived(s: State) -> tuple[Any, ...]:
-    return (s.ready_index, s.counts, s.active_by_cpv, s.lease_index, s.drone_by_name)
+    return (s.ready_index, s.counts, s.active_by_cpv, s.lease_index, s.drone_by_name,
+            s.online_by_cores, s.free_by_cores)
 
 
 # ------------------------------------------------------------------ (a) random DAGs
