@@ -23,13 +23,15 @@ Recovery rules:
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
+import signal
 import struct
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -237,7 +239,13 @@ class Journal:
 
     def compact(self, snapshot: dict[str, Any]) -> None:
         """Write ``snapshot`` atomically, start a new segment, drop the old ones."""
-        seq = int(snapshot["seq"])
+        older = self.rotate(int(snapshot["seq"]))
+        write_snapshot(self.state_dir, snapshot, older)
+
+    def rotate(self, seq: int) -> list[Path]:
+        """Append from now on to a new segment whose first record is ``seq + 1``; the segments
+        before it, which a snapshot at ``seq`` makes redundant. Quick: open + fsync of the
+        directory. (Called by the writer, between batches.)"""
         try:
             new_path = self.state_dir / _segment_name(seq + 1)
             if new_path != self.path:
@@ -247,23 +255,109 @@ class Journal:
                 self.fd = fd
                 self.path = new_path
                 self.bytes = 0
-            tmp = self.state_dir / (SNAPSHOT + ".tmp")
-            with tmp.open("wb") as fh:
-                fh.write(json.dumps(snapshot, separators=(",", ":")).encode())
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.state_dir / SNAPSHOT)
-            _fsync_dir(self.state_dir)
         except OSError as exc:
             raise JournalWriteFailed(f"compaction in {self.state_dir} failed: {exc}") from exc
+        return [old for old in segments(self.state_dir) if old != self.path]
+
+
+SNAPSHOT_CHUNK = 500  # records per json.dumps call while writing a snapshot
+
+
+def _snapshot_pieces(snapshot: dict[str, Any]) -> Iterator[bytes]:
+    """``snapshot`` as compact JSON, in pieces: each list is encoded SNAPSHOT_CHUNK records at
+    a time, so that no single string of the whole snapshot (10 MB and more) is built in
+    memory, and a thread writing it would let go of the GIL between pieces."""
+    yield b"{"
+    for i, (key, value) in enumerate(snapshot.items()):
+        yield (("," if i else "") + json.dumps(key) + ":").encode()
+        if isinstance(value, list) and len(value) > SNAPSHOT_CHUNK:
+            yield b"["
+            for at in range(0, len(value), SNAPSHOT_CHUNK):
+                piece = json.dumps(value[at:at + SNAPSHOT_CHUNK], separators=(",", ":"))
+                yield (("," if at else "") + piece[1:-1]).encode()
+            yield b"]"
+        else:
+            yield json.dumps(value, separators=(",", ":")).encode()
+    yield b"}"
+
+
+def write_snapshot(state_dir: Path, snapshot: dict[str, Any], older: list[Path]) -> None:
+    """Write ``snapshot`` atomically (tmp, fsync, rename, fsync the directory), then remove the
+    ``older`` segments it covers. Blocking; swarmd runs it in a forked child
+    (``fork_snapshot_writer``). It touches no file the writer appends to, so appends go on
+    meanwhile. A crash at any point leaves either the old
+    snapshot with every segment, or the new one (records it covers are skipped on load)."""
+    try:
+        tmp = state_dir / (SNAPSHOT + ".tmp")
+        with tmp.open("wb") as fh:
+            for piece in _snapshot_pieces(snapshot):
+                fh.write(piece)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, state_dir / SNAPSHOT)
+        _fsync_dir(state_dir)
+    except OSError as exc:
+        raise JournalWriteFailed(f"compaction in {state_dir} failed: {exc}") from exc
+    try:
+        for old in older:
+            old.unlink(missing_ok=True)
+        _fsync_dir(state_dir)
+    except OSError as exc:
+        raise JournalWriteFailed(f"compaction in {state_dir}: removing old segments "
+                                 f"failed: {exc}") from exc
+
+
+def fork_snapshot_writer(snapshot_of: Callable[[], dict[str, Any]], state_dir: Path,
+                         older: list[Path]) -> tuple[int, int]:
+    """Write a snapshot from a forked child, like Redis's BGSAVE: ``(pid, fd)``.
+
+    The child sees the parent's memory as it was at the fork (copy-on-write), so the snapshot
+    is consistent however the parent's state changes afterwards, and the parent is held up only
+    for the fork itself (a few ms) instead of the copy and the encoding of the whole state. The
+    child calls ``snapshot_of()``, runs ``write_snapshot`` and exits 0; on failure it writes the
+    reason to ``fd`` (the parent reads it, see ``reap_snapshot_writer``) and exits 1. It runs
+    no Trio, no threads and no logging (their locks may be held by threads that do not exist in
+    the child), and ``os._exit`` skips every finalizer.
+    """
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child; its effects are what the tests check
+        code = 1
         try:
-            for old in segments(self.state_dir):
-                if old != self.path:
-                    old.unlink()
-            _fsync_dir(self.state_dir)
-        except OSError as exc:
-            raise JournalWriteFailed(f"compaction in {self.state_dir}: removing old segments "
-                                     f"failed: {exc}") from exc
+            os.close(r)
+            signal.set_wakeup_fd(-1)
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, signal.SIG_DFL)
+            gc.disable()
+            write_snapshot(state_dir, snapshot_of(), older)
+            code = 0
+        except BaseException as exc:
+            try:
+                os.write(w, f"{type(exc).__name__}: {exc}".encode()[:4000])
+            except OSError:
+                pass
+        finally:
+            os._exit(code)
+    os.close(w)
+    return pid, r
+
+
+def reap_snapshot_writer(pid: int, fd: int) -> str | None:
+    """Wait for the child of ``fork_snapshot_writer``: None if it succeeded, else why not.
+    Blocking: run it in a worker thread."""
+    try:
+        chunks = []
+        while chunk := os.read(fd, 4096):
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    _, status = os.waitpid(pid, 0)
+    if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
+        return None
+    why = b"".join(chunks).decode(errors="replace")
+    if os.WIFSIGNALED(status):
+        why = why or f"killed by signal {os.WTERMSIG(status)}"
+    return why or f"exit status {os.waitstatus_to_exitcode(status)}"
 
 
 def iter_check(state_dir: Path) -> Iterator[str]:

@@ -67,6 +67,11 @@ class LazyJournal(jr.Journal):
         super().compact(snapshot)  # snapshot and new segment are fsynced by the real code
         self.synced = {p: p.stat().st_size for p in jr.segments(self.state_dir)}
 
+    def rotate(self, seq: int) -> list[Path]:
+        older = super().rotate(seq)
+        self.synced[self.path] = 0  # created empty, directory fsynced by the real code
+        return older
+
     def drop_unsynced(self, rng: random.Random, torn: bool) -> int:
         """Cut every segment back to its last fsync; returns the bytes dropped."""
         self.close()

@@ -265,6 +265,37 @@ def test_compaction_snapshot_plus_later_events(tmp_path: Path) -> None:
     assert replayed.to_snapshot() == live_state(evs).to_snapshot()
 
 
+def test_snapshot_written_while_appends_go_on(tmp_path: Path) -> None:
+    """swarmd's compaction: rotate between batches, keep appending to the new segment while a
+    thread writes the snapshot (in pieces) and removes the covered segments."""
+    evs = queue_events()
+    j = write_journal(tmp_path, evs[:6], batch=2)
+    snap = live_state(evs[:6]).to_snapshot()
+    older = j.rotate(6)
+    assert [p.name for p in older] == ["journal-00000000000000000001.log"]
+    j.append_batch([jr.encode(e) for e in evs[6:8]])  # appends before the snapshot lands
+    loaded = jr.load(tmp_path, repair_torn_tail=False)  # a crash here: old snapshot + all
+    assert loaded.snapshot is None
+    assert loaded.events == evs[:8]
+    jr.write_snapshot(tmp_path, snap, older)
+    j.append_batch([jr.encode(e) for e in evs[8:]])
+    j.close()
+    assert [p.name for p in jr.segments(tmp_path)] == ["journal-00000000000000000007.log"]
+    loaded = jr.load(tmp_path)
+    assert loaded.snapshot == json.loads(json.dumps(snap))
+    assert loaded.events == evs[6:]
+    replayed, _ = service.replay(tmp_path, Policy())
+    assert replayed.to_snapshot() == live_state(evs).to_snapshot()
+
+
+def test_snapshot_pieces_are_the_json_of_the_snapshot(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(jr, "SNAPSHOT_CHUNK", 2)
+    snap = live_state(queue_events()).to_snapshot()
+    text = b"".join(jr._snapshot_pieces(snap))
+    assert json.loads(text) == json.loads(json.dumps(snap))
+    assert list(json.loads(text)) == list(snap)  # same key order
+
+
 def test_crash_between_snapshot_and_segment_deletion(tmp_path: Path) -> None:
     evs = queue_events()
     j = write_journal(tmp_path, evs[:6])
@@ -411,6 +442,62 @@ async def test_group_commit_shares_fsyncs_and_replays_to_the_live_state(tmp_path
     replayed, loaded = service.replay(tmp_path, orch.policy)
     assert loaded.last_seq == 50
     assert sorted(e["seq"] for e in loaded.events) == list(range(1, 51))
+    assert replayed.to_snapshot() == orch.state.to_snapshot()
+
+
+async def snapshot_written(orch: service.Orchestrator) -> None:
+    """Until the forked snapshot writer (if any) has been reaped; at most 20 s."""
+    for _ in range(2000):
+        if not orch._snapshot_running:
+            return
+        await trio.sleep(0.01)
+    raise AssertionError("the snapshot writer did not finish in 20 s")
+
+
+async def test_compaction_in_a_forked_child_while_commits_go_on(tmp_path: Path) -> None:
+    """Every 100 events a snapshot is written by a forked child while the writer keeps
+    committing; at the end the state dir holds the newest snapshot and the segments after it,
+    and replays to the live state."""
+    orch = service.Orchestrator(SwarmdConfig(state_dir=str(tmp_path), compact_after_events=100))
+    orch.recover()
+    assert orch.journal is not None
+    async with trio.open_nursery() as nursery:
+        await nursery.start(orch.run)
+        for i in range(450):
+            assert (await orch.commit(submit(i))).ok
+        await snapshot_written(orch)
+        nursery.cancel_scope.cancel()
+    orch.journal.close()
+    snap = json.loads((tmp_path / jr.SNAPSHOT).read_bytes())
+    assert snap["seq"] > 200  # several compactions happened (prune events count too)
+    first = [int(p.name.split("-")[1].split(".")[0]) for p in jr.segments(tmp_path)]
+    assert min(first) <= snap["seq"] + 1  # no gap between the snapshot and the journal
+    assert len(first) <= 2  # the segments a snapshot covers are gone
+    replayed, loaded = service.replay(tmp_path, orch.policy)
+    assert loaded.snapshot is not None
+    assert replayed.to_snapshot() == orch.state.to_snapshot()
+
+
+async def test_a_failed_snapshot_is_not_fatal_and_loses_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(state_dir: Path, snapshot: dict[str, Any], older: list[Path]) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(jr, "write_snapshot", broken)  # the child inherits the patch
+    orch = service.Orchestrator(SwarmdConfig(state_dir=str(tmp_path), compact_after_events=100))
+    orch.recover()
+    assert orch.journal is not None
+    async with trio.open_nursery() as nursery:
+        await nursery.start(orch.run)
+        for i in range(250):
+            assert (await orch.commit(submit(i))).ok
+        await snapshot_written(orch)
+        nursery.cancel_scope.cancel()
+    orch.journal.close()
+    assert not (tmp_path / jr.SNAPSHOT).exists()
+    assert len(jr.segments(tmp_path)) > 1  # rotated, but nothing removed
+    replayed, _ = service.replay(tmp_path, orch.policy)
     assert replayed.to_snapshot() == orch.state.to_snapshot()
 
 
