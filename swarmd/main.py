@@ -13,24 +13,28 @@ from __future__ import annotations
 
 import argparse
 import functools
+import gc
 import logging
 import signal
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import trio
 from hypercorn.config import Config as HyperConfig
-from hypercorn.trio import serve as hyper_serve
 
 from swarmd import journal
 from swarmd.api import create_app
 from swarmd.config import SwarmdConfig
+from swarmd.front import DroneLane
+from swarmd.metrics import Metrics
 from swarmd.service import Orchestrator
 from swarmlib import config as cfgmod
 from swarmlib import logsetup
 from swarmlib.errors import ConfigError, JournalCorrupt, JournalWriteFailed
+from swarmlib.front import serve_front
 from swarmlib.sdnotify import notify
 
 log = logging.getLogger("swarmd")
@@ -58,7 +62,8 @@ async def serve(
     orch = orch or Orchestrator(cfg)
     if orch.journal is None:
         orch.recover()
-    app = create_app(orch)
+    metrics = Metrics(orch)
+    app = create_app(orch, metrics)
     hc = hyper_config(cfg.listen)
     if not cfg.control_token:
         log.warning("SWARM_CONTROL_TOKEN is not set: mutations and the event stream are open "
@@ -66,16 +71,20 @@ async def serve(
     if not cfg.drone_token:
         log.warning("SWARM_DRONE_TOKEN is not set: the drone protocol is open to anyone who "
                     "can reach %s", cfg.listen)
+    host, port = cfgmod.parse_hostport(cfg.listen, "listen")
+    lane = DroneLane(orch, metrics)
     async with trio.open_nursery() as nursery:
         await nursery.start(orch.run)
         async with trio.open_nursery() as web:
-            binds: list[str] = await web.start(
-                functools.partial(hyper_serve, app, hc, shutdown_trigger=shutdown.wait)
-            )
+            bound: int = await web.start(functools.partial(
+                serve_front, app, host, port, lane.handle, hypercorn_config=hc,
+                shutdown=shutdown))
+            shown = f"[{host}]" if ":" in host else host
+            binds = [f"http://{shown}:{bound}"]
             log.info("swarmd listening on %s, state in %s", ", ".join(binds), cfg.state_dir)
             notify("READY=1")
             task_status.started(binds)
-        # Hypercorn returned: the HTTP side has drained. Stop the writer and the watchers.
+        # The listener returned: the HTTP side has drained. Stop the writer and the watchers.
         notify("STOPPING=1")
         nursery.cancel_scope.cancel()
     if orch.journal is not None:
@@ -95,6 +104,7 @@ async def _main_async(cfg: SwarmdConfig) -> None:
 
     async with trio.open_nursery() as nursery:
         await nursery.start(_signals)
+        nursery.start_soon(gc_housekeeping)  # the daemon's process only: not in-process tests
         await serve(cfg, shutdown)
         nursery.cancel_scope.cancel()
 
@@ -125,6 +135,61 @@ def _journal_cmd(argv: Sequence[str]) -> int:
     return 0 if ok else 1
 
 
+GC_SLOW_S = 0.1
+
+
+def watch_gc() -> None:
+    """Log every garbage collection that stops swarmd for more than GC_SLOW_S: the whole event
+    loop waits for it, so it shows as a burst of slow answers (docs/OPERATIONS.md)."""
+    started: list[float] = [0.0]
+
+    def callback(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()
+            return
+        took = time.perf_counter() - started[0]
+        if took > GC_SLOW_S:
+            log.warning("garbage collection (generation %d, %d objects collected) stopped swarmd "
+                        "for %.0f ms", info.get("generation", -1), info.get("collected", 0),
+                        took * 1000)
+
+    gc.callbacks.append(callback)
+
+
+FREEZE_EVERY_S = 10.0
+FULL_GC_EVERY_S = 3600.0
+
+
+async def gc_housekeeping(*, freeze_every_s: float = FREEZE_EVERY_S,
+                          full_every_s: float = FULL_GC_EVERY_S) -> None:
+    """Keep the garbage collector's full collections off the request path.
+
+    swarmd's state is millions of long-lived objects (entries, builds, drones, connections).
+    A full collection walks all of them and stops the event loop: 0.2-0.7 s with 20,000
+    entries and 5,000 drones, every few seconds, mostly finding nothing (docs/BENCHMARKS.md).
+    So every ``freeze_every_s`` the young generations are collected (milliseconds) and what
+    survives is frozen (``gc.freeze``): automatic full collections then walk only what was
+    allocated since. Garbage cycles among frozen objects (a closed connection's Trio tasks)
+    are reclaimed by one real full collection every ``full_every_s``, logged with its cost.
+    Objects freed by reference counting, nearly all of them, are freed at once regardless.
+    """
+    last_full = trio.current_time()
+    gc.collect(1)
+    gc.freeze()  # the recovered state
+    while True:
+        await trio.sleep(freeze_every_s)
+        if trio.current_time() - last_full >= full_every_s:
+            t0 = time.perf_counter()
+            gc.unfreeze()
+            found = gc.collect()
+            last_full = trio.current_time()
+            log.info("full garbage collection: %d objects reclaimed in %.0f ms", found,
+                     (time.perf_counter() - t0) * 1000)
+        else:
+            gc.collect(1)
+        gc.freeze()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] == "journal":
@@ -143,6 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"swarmd: configuration error: state_dir {cfg.state_dir}: {exc.strerror}",
               file=sys.stderr)
         return 2
+    watch_gc()
     try:
         trio.run(_main_async, cfg)
     except JournalCorrupt as exc:
