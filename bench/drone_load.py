@@ -124,6 +124,7 @@ class Stats:
         self.beat_gap_max = 0.0  # longest time between two answered beats of one drone
         self.inflight: dict[int, tuple[str, float]] = {}
         self.unanswered = 0
+        self.slow: list[tuple[float, float]] = []  # (start s into the window, latency s) > 250 ms
 
     def close_window(self, now: float) -> None:
         """Requests started in the window and still unanswered count with their age so far."""
@@ -138,6 +139,8 @@ class Stats:
             ep = "lease_204"  # an empty long-poll: it waits wait_s by design
         if self.window[0] <= t0 < self.window[1]:
             self.lat.setdefault(ep, []).append(t1 - t0)
+            if t1 - t0 > 0.25 and ep != "lease_204":
+                self.slow.append((t0 - self.window[0], t1 - t0))
             c = self.codes.setdefault(ep, {})
             c[status] = c.get(status, 0) + 1
             self.total += 1
@@ -303,6 +306,9 @@ async def _load(port: int, n: int, seconds: float, ramp_s: float, interval: floa
         "p99_ms_worst_endpoint": round(max((pct(v, 99) for ep, v in stats.lat.items()
                                             if ep != "lease_204"), default=0.0) * 1000, 1),
         "unanswered_at_window_end": stats.unanswered,
+        # When the slow answers (> 250 ms) started, by second of the window: a stall shows
+        # as one burst.
+        "slow_by_second": _by_second(stats.slow),
         "drone_statuses": statuses,
         "offline_at_end": statuses.get("offline", 0),
         "max_beat_gap_s": round(stats.beat_gap_max, 2),
@@ -314,9 +320,19 @@ async def _load(port: int, n: int, seconds: float, ramp_s: float, interval: floa
     return out
 
 
+def _by_second(slow: list[tuple[float, float]]) -> dict[int, list[float]]:
+    """{second of the window: [count, worst latency ms]}"""
+    out: dict[int, list[float]] = {}
+    for at, lat in slow:
+        b = out.setdefault(int(at), [0, 0.0])
+        b[0] += 1
+        b[1] = max(b[1], round(lat * 1000, 1))
+    return dict(sorted(out.items()))
+
+
 def run_one(n: int, seconds: float = 30.0, interval: float = 30.0, offline_after: float = 40.0,
             build_s: float = 30.0, ramp_s: float = 10.0,
-            profile: Path | None = None) -> dict[str, Any]:
+            profile: Path | None = None, keep: bool = False) -> dict[str, Any]:
     (REPO / ".bench").mkdir(exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f"drones-{n}-", dir=REPO / ".bench"))
     log = tmp / "swarmd.log"
@@ -352,7 +368,10 @@ def run_one(n: int, seconds: float = 30.0, interval: float = 30.0, offline_after
                offline_log_samples=offline_lines[:3])
     # Every drone beat until the end, so any offline transition is a false one.
     out["false_offline"] = max(out["offline_at_end"], len(offline_lines))
-    shutil.rmtree(tmp, ignore_errors=True)
+    if keep:
+        out["kept"] = str(tmp)
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 
@@ -370,11 +389,12 @@ def main() -> None:
     p.add_argument("--offline-after-s", type=float, default=40.0)
     p.add_argument("--build-s", type=float, default=30.0)
     p.add_argument("--profile", type=Path, help="py-spy raw profile of swarmd (one N only)")
+    p.add_argument("--keep", action="store_true", help="keep swarmd's state dir and log")
     a = p.parse_args()
     ns = tuple(int(x) for x in a.drones.split(","))
-    if a.profile is not None:
+    if a.profile is not None or a.keep:
         res = {"runs": [run_one(ns[0], a.seconds, a.interval_s, a.offline_after_s, a.build_s,
-                                profile=a.profile)]}
+                                profile=a.profile, keep=a.keep)]}
     else:
         res = run(ns, a.seconds, a.interval_s, a.offline_after_s, a.build_s)
     print(json.dumps(res, indent=1))
