@@ -10,6 +10,7 @@ and replay recovers everything that was acknowledged).
 
 from __future__ import annotations
 
+import gc
 import logging
 import secrets
 import time
@@ -58,11 +59,17 @@ class DroneSoft:
 
 def replay(state_dir: Path, policy: Policy) -> tuple[State, jr.Loaded]:
     """The live state is exactly the snapshot plus every journaled event, applied in order."""
-    loaded = jr.load(state_dir)
-    state = State.from_snapshot(loaded.snapshot, policy) if loaded.snapshot else State(policy)
-    for ev in loaded.events:
-        state.apply(ev)
-    state.seq = loaded.last_seq
+    was_enabled = gc.isenabled()
+    gc.disable()  # what is built here is the live state: collecting it could only cost time
+    try:
+        loaded = jr.load(state_dir)
+        state = State.from_snapshot(loaded.snapshot, policy) if loaded.snapshot else State(policy)
+        for ev in loaded.events:
+            state.apply(ev)
+        state.seq = loaded.last_seq
+    finally:
+        if was_enabled:
+            gc.enable()
     return state, loaded
 
 
@@ -93,7 +100,15 @@ class Orchestrator:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         (self.state_dir / "logs").mkdir(exist_ok=True)
         t0 = time.perf_counter()
-        self.state, loaded = replay(self.state_dir, self.policy)
+        gc.disable()
+        try:
+            self.state, loaded = replay(self.state_dir, self.policy)
+            # The recovered state lives as long as swarmd: out of the collector's sight from
+            # now on (else its first collections walk millions of young objects, about 0.5 s);
+            # swarmd.main.gc_housekeeping freezes what is built later.
+            gc.freeze()
+        finally:
+            gc.enable()
         self.recovered_events = len(loaded.events)
         self._since_compact = len(loaded.events)
         self.journal = jr.Journal(self.state_dir, loaded.last_seq + 1)
