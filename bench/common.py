@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import trio
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -129,3 +130,73 @@ def summary(values: list[float]) -> dict[str, float]:
 def machine() -> dict[str, Any]:
     return {"cpus": os.cpu_count(), "python": platform.python_version(),
             "machine": platform.machine(), "kernel": platform.release()}
+
+
+class HttpError(OSError):
+    """The server closed the connection or answered something this client does not read."""
+
+
+class KeepAliveConn:
+    """One keep-alive HTTP/1.1 connection on raw Trio sockets, for load generators: httpx costs
+    more CPU per request than the servers measured here. Reads Content-Length bodies only.
+
+    ``request`` reconnects once when a kept-alive connection turns out to be closed.
+    """
+
+    def __init__(self, port: int, host: str = "127.0.0.1") -> None:
+        self.host = host
+        self.port = port
+        self.stream: trio.SocketStream | None = None
+        self.buf = bytearray()
+
+    async def close(self) -> None:
+        if self.stream is not None:
+            await self.stream.aclose()
+            self.stream = None
+
+    async def request(self, data: bytes) -> tuple[int, bytes]:
+        """Send one whole request (head and body) and read its response: (status, body)."""
+        for attempt in (0, 1):
+            if self.stream is None:
+                self.stream = await trio.open_tcp_stream(self.host, self.port)
+                self.buf.clear()
+            try:
+                await self.stream.send_all(data)
+                return await self._response()
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                await self.close()
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _fill(self) -> None:
+        assert self.stream is not None
+        data = await self.stream.receive_some(65536)
+        if not data:
+            raise HttpError("connection closed by the server")
+        self.buf += data
+
+    async def _response(self) -> tuple[int, bytes]:
+        while (end := self.buf.find(b"\r\n\r\n")) < 0:
+            await self._fill()
+        lines = bytes(self.buf[:end]).decode("latin-1").split("\r\n")
+        del self.buf[:end + 4]
+        status = int(lines[0].split(" ", 2)[1])
+        length = 0
+        close = False
+        for line in lines[1:]:
+            k, _, v = line.partition(":")
+            k = k.strip().lower()
+            if k == "content-length":
+                length = int(v)
+            elif k == "transfer-encoding":
+                raise HttpError("chunked responses are not supported by this client")
+            elif k == "connection" and v.strip().lower() == "close":
+                close = True
+        while len(self.buf) < length:
+            await self._fill()
+        body = bytes(self.buf[:length])
+        del self.buf[:length]
+        if close:
+            await self.close()
+        return status, body

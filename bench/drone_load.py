@@ -41,77 +41,19 @@ from typing import Any
 import httpx
 import trio
 
-from bench.common import REPO, Swarmd, cpu_seconds, pct
+from bench.common import REPO, HttpError, KeepAliveConn, Swarmd, cpu_seconds, pct
 
 PACKAGES = 20_000
 
 
-class HttpError(Exception):
-    pass
-
-
-class Conn:
-    """One keep-alive HTTP/1.1 connection; reconnects when the server closed it."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.stream: trio.SocketStream | None = None
-        self.buf = bytearray()
-
-    async def close(self) -> None:
-        if self.stream is not None:
-            await self.stream.aclose()
-            self.stream = None
+class Conn(KeepAliveConn):
+    """A drone's keep-alive connection: JSON POSTs."""
 
     async def post(self, path: str, doc: dict[str, Any]) -> tuple[int, bytes]:
         body = json.dumps(doc).encode()
         head = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                 f"Content-Length: {len(body)}\r\n\r\n").encode()
-        for attempt in (0, 1):
-            if self.stream is None:
-                self.stream = await trio.open_tcp_stream("127.0.0.1", self.port)
-                self.buf.clear()
-            try:
-                await self.stream.send_all(head + body)
-                return await self._response()
-            except (trio.BrokenResourceError, trio.ClosedResourceError, HttpError, OSError):
-                await self.close()
-                if attempt:
-                    raise
-        raise AssertionError("unreachable")
-
-    async def _fill(self) -> None:
-        assert self.stream is not None
-        data = await self.stream.receive_some(65536)
-        if not data:
-            raise HttpError("connection closed")
-        self.buf += data
-
-    async def _response(self) -> tuple[int, bytes]:
-        while (end := self.buf.find(b"\r\n\r\n")) < 0:
-            await self._fill()
-        head = bytes(self.buf[:end]).decode("latin-1")
-        del self.buf[:end + 4]
-        lines = head.split("\r\n")
-        status = int(lines[0].split(" ", 2)[1])
-        length = 0
-        close = False
-        for line in lines[1:]:
-            k, _, v = line.partition(":")
-            k = k.strip().lower()
-            if k == "content-length":
-                length = int(v)
-            elif k == "transfer-encoding":
-                raise HttpError("chunked responses are not supported by this client")
-            elif k == "connection" and v.strip().lower() == "close":
-                close = True
-        while len(self.buf) < length:
-            await self._fill()
-        body = bytes(self.buf[:length])
-        del self.buf[:length]
-        if close:
-            await self.close()
-        return status, body
+        return await self.request(head + body)
 
 
 class Stats:

@@ -35,7 +35,16 @@ from typing import Any
 import httpx
 import trio
 
-from bench.common import BIN, Swarmd, cpu_seconds, free_port, machine, pct, world_tree
+from bench.common import (
+    BIN,
+    KeepAliveConn,
+    Swarmd,
+    cpu_seconds,
+    free_port,
+    machine,
+    pct,
+    world_tree,
+)
 
 ADMIN_KEY = "bench-admin-key-1"
 CONTROL = "bench-control-token-1"
@@ -120,55 +129,15 @@ class CountingProxy:
 
 
 # ---------------------------------------------------------------------------- load client
-class Conn:
-    """One keep-alive HTTP/1.1 connection sending GETs; reconnects when the server closed it."""
+class Conn(KeepAliveConn):
+    """One keep-alive HTTP/1.1 connection sending GETs of one path."""
 
     def __init__(self, port: int, path: str) -> None:
-        self.port = port
+        super().__init__(port)
         self.req = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
-        self.stream: trio.SocketStream | None = None
-        self.buf = bytearray()
-
-    async def close(self) -> None:
-        if self.stream is not None:
-            await self.stream.aclose()
-            self.stream = None
 
     async def get(self) -> tuple[int, bytes]:
-        if self.stream is None:
-            self.stream = await trio.open_tcp_stream("127.0.0.1", self.port)
-            self.buf.clear()
-        await self.stream.send_all(self.req)
-        while (end := self.buf.find(b"\r\n\r\n")) < 0:
-            await self._fill()
-        lines = bytes(self.buf[:end]).decode("latin-1").split("\r\n")
-        del self.buf[:end + 4]
-        status = int(lines[0].split(" ", 2)[1])
-        length = 0
-        close = False
-        for line in lines[1:]:
-            k, _, v = line.partition(":")
-            k = k.strip().lower()
-            if k == "content-length":
-                length = int(v)
-            elif k == "transfer-encoding":
-                raise OSError("chunked responses are not supported by this client")
-            elif k == "connection" and v.strip().lower() == "close":
-                close = True
-        while len(self.buf) < length:
-            await self._fill()
-        body = bytes(self.buf[:length])
-        del self.buf[:length]
-        if close:
-            await self.close()
-        return status, body
-
-    async def _fill(self) -> None:
-        assert self.stream is not None
-        data = await self.stream.receive_some(65536)
-        if not data:
-            raise OSError("connection closed by the server")
-        self.buf += data
+        return await self.request(self.req)
 
 
 # ---------------------------------------------------------------------------- processes
