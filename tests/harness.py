@@ -18,6 +18,21 @@ from tests.conftest import BIN, REPO, SwarmdProc
 EMPTY = REPO / "tests" / "data" / "empty.toml"
 
 
+
+def wait_for(pred: Any, timeout: float = 60, what: str = "condition") -> Any:
+    """Poll ``pred()`` every 0.1 s until it returns something true (HTTP errors count as not
+    yet); TimeoutError naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            got = pred()
+            if got:
+                return got
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"{what} not reached in {timeout} s")
+
 class Swarm:
     def __init__(self, tmp: Path, *, swarmd_args: list[str] | None = None,
                  fake_env: dict[str, str] | None = None) -> None:
@@ -79,16 +94,7 @@ class Swarm:
                            f"{self.get(f'/api/requests/{rid}')}")
 
     def wait_for(self, pred: Any, timeout: float = 60, what: str = "condition") -> Any:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                got = pred()
-                if got:
-                    return got
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise TimeoutError(f"{what} not reached in {timeout} s")
+        return wait_for(pred, timeout, what)
 
     def stop(self) -> dict[str, int]:
         codes = {}

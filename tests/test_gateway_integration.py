@@ -18,6 +18,7 @@ import trio
 import trio_websocket
 
 from tests.conftest import BIN, SwarmdProc, free_port, wait_http
+from tests.harness import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -67,19 +68,6 @@ def _no_canary(text: str, where: str) -> None:
         assert c.lower() not in low, f"canary {c!r} leaked in {where}: {text[:400]}"
 
 
-def _wait(pred: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            got = pred()
-            if got:
-                return got
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError(what)
-
-
 def _fake_drone_build(sd_url: str, cpv_filter: str | None = None) -> None:
     """A drone with canary identity builds everything ready, over the real protocol."""
     c = httpx.Client(base_url=sd_url, timeout=10)
@@ -117,14 +105,14 @@ def test_gateway_public_admin_spool_and_restarts(tmp_path: Path) -> None:
         _fake_drone_build(sd.url)
         # Public views: the standard envelope, sanitized, no canary anywhere.
         for route in ("build-swarm", "build-history", "infrastructure", "queue"):
-            resp = _wait(lambda route=route: httpx.get(
+            resp = wait_for(lambda route=route: httpx.get(
                 f"{gw.url}/api/v1/services/public/{route}", timeout=5), 10, route)
             assert resp.status_code == 200, (route, resp.text)
             doc = resp.json()
             assert doc["status"] == "ok"
             assert set(doc) == {"status", "timestamp", "data"}
             _no_canary(resp.text, route)
-        bs = _wait(lambda: (d := httpx.get(gw.url + "/api/v1/services/public/build-swarm",
+        bs = wait_for(lambda: (d := httpx.get(gw.url + "/api/v1/services/public/build-swarm",
                                            timeout=5).json()["data"])["drones"] and d, 10, "drones")
         assert bs["drones"][0]["name"] == "drone-Vega"
         # Admin: full data with the key (either rotated key), 401 without, never via query.
@@ -141,7 +129,7 @@ def test_gateway_public_admin_spool_and_restarts(tmp_path: Path) -> None:
         assert r.json()["error"]["code"] == "key_in_query"
         # swarmd dies: down within 3 probe intervals, public data degraded, POST spooled.
         sd.kill9()
-        _wait(lambda: httpx.get(gw.url + "/health", timeout=5).json()["orchestrator"]["state"]
+        wait_for(lambda: httpx.get(gw.url + "/health", timeout=5).json()["orchestrator"]["state"]
               == "down", 5, "orchestrator down")
         pub = httpx.get(gw.url + "/api/v1/services/public/build-swarm", timeout=5)
         assert pub.json()["status"] == "degraded"
@@ -165,7 +153,7 @@ def test_gateway_public_admin_spool_and_restarts(tmp_path: Path) -> None:
         assert httpx.get(gw.url + "/health", timeout=5).json()["spool_depth"] == 2
         # swarmd comes back: the spool is forwarded, exactly once.
         sd.start()
-        _wait(lambda: httpx.get(gw.url + "/health", timeout=5).json()["spool_depth"] == 0, 20,
+        wait_for(lambda: httpx.get(gw.url + "/health", timeout=5).json()["spool_depth"] == 0, 20,
               "spool drained")
         q = httpx.get(sd.url + "/api/queue", timeout=5).json()["entries"]
         cpvs = [e["cpv"] for e in q]
