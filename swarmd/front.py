@@ -7,9 +7,10 @@ a whole core on HTTP alone (docs/BENCHMARKS.md, "Drone load"). The lane serves t
 itself, straight from the socket to ``droneproto.dispatch``, and gives the connection to
 Hypercorn (``swarmlib.front``) at the first request that is anything but simple:
 
-- the lane takes exactly: ``POST`` of a drone protocol path, ``HTTP/1.1``, no query string,
-  one ``Content-Length`` (at most LANE_MAX_BODY), no ``Transfer-Encoding``, ``Expect`` or
-  ``Upgrade``, well-formed header lines, none repeated;
+- the lane takes exactly: ``POST`` of a drone protocol path, ``HTTP/1.1``, no query string or
+  percent-escape, a ``Host``, one ``Content-Length`` (at most LANE_MAX_BODY), no
+  ``Transfer-Encoding``, ``Expect`` or ``Upgrade``, header names that are tokens, no control
+  character anywhere (a bare CR or LF, NUL), none repeated, a head of at most 16 KiB;
 - anything else (the operator API, ``/metrics``, ``/api/events``, chunked log uploads, HTTP/1.0,
   a malformed head, an oversized body) goes to Hypercorn with the bytes read so far, at a
   request boundary, and Hypercorn serves the rest of that connection: its parser decides what is
@@ -19,12 +20,14 @@ So the lane never has to be lenient: being strict costs only a hand-off. The ans
 same bytes of JSON the Quart routes give (both call ``droneproto.dispatch``). Timeouts: an idle
 keep-alive connection is closed after Hypercorn's ``keep_alive_timeout``; a head must arrive
 within HEAD_TIMEOUT_S and a body within BODY_TIMEOUT_S once begun. On shutdown idle connections
-are closed at once and a request in progress gets the graceful timeout.
+are closed at once and a request in progress gets the graceful timeout. A lease long-poll
+watches its connection and is cancelled if the drone hangs up before work came.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import time
 from email.utils import formatdate
 from typing import TYPE_CHECKING
@@ -60,15 +63,24 @@ class LaneRequest:
     close: bool
 
 
+# What h11 would refuse, so the lane hands it over instead of reading it differently: control
+# characters (a bare CR or LF, NUL, ...) anywhere in a line, and header names that are not tokens.
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+
 def parse_request(head: bytes) -> LaneRequest | None:
     """A request head (without the blank line) the lane serves, or None (Hypercorn's)."""
+    if len(head) > MAX_HEAD_BYTES:
+        return None
     try:
         text = head.decode("ascii")
     except UnicodeDecodeError:
         return None
     lines = text.split("\r\n")
     parts = lines[0].split(" ")
-    if len(parts) != 3 or parts[2] != "HTTP/1.1" or "?" in parts[1]:
+    if (len(parts) != 3 or parts[2] != "HTTP/1.1" or "?" in parts[1] or "%" in parts[1]
+            or _CONTROL.search(parts[1])):
         return None
     r = droneproto.route(parts[0], parts[1])
     if r is None:
@@ -76,13 +88,15 @@ def parse_request(head: bytes) -> LaneRequest | None:
     headers: dict[str, str] = {}
     for line in lines[1:]:
         name, sep, value = line.partition(":")
-        if not sep or not name or any(c in name for c in " \t\r\n"):
-            return None  # also obs-fold continuation lines, which start with white space
+        # Also refuses obs-fold continuation lines, which start with white space.
+        if not sep or not _TOKEN.fullmatch(name) or _CONTROL.search(value):
+            return None
         key = name.lower()
         if key in headers:
             return None
         headers[key] = value.strip(" \t")
-    if "transfer-encoding" in headers or "expect" in headers or "upgrade" in headers:
+    if ("transfer-encoding" in headers or "expect" in headers or "upgrade" in headers
+            or "host" not in headers):
         return None
     cl = headers.get("content-length")
     if cl is None or not cl.isdigit() or len(cl) > 9:
@@ -178,8 +192,14 @@ class DroneLane:
             del buf[:need]
             close = req.close
             try:
-                status, out = await droneproto.dispatch(self.orch, self.metrics, req.endpoint,
-                                                        req.ident, req.headers, body)
+                if req.endpoint == "lease":
+                    answer = await self._long_poll(stream, req, body, buf)
+                    if answer is None:
+                        return  # the drone hung up while waiting: nothing was leased to it
+                    status, out = answer
+                else:
+                    status, out = await droneproto.dispatch(
+                        self.orch, self.metrics, req.endpoint, req.ident, req.headers, body)
             except Exception:
                 log.exception("drone protocol call %s %s failed", req.endpoint, req.ident)
                 status, out = droneproto.error_doc(500, "internal", "internal error: see "
@@ -189,6 +209,34 @@ class DroneLane:
             await stream.send_all(response(status, out, self.date.now(), close))
             if close:
                 return
+
+    async def _long_poll(self, stream: trio.SocketStream, req: LaneRequest, body: bytes,
+                         buf: bytearray) -> tuple[int, bytes] | None:
+        """A lease call (it may wait up to 30 s for work) while watching the connection: if
+        the drone hangs up meanwhile the call is cancelled, so no package is leased to a drone
+        that cannot hear the answer (Quart cancels its handler on disconnect the same way).
+        Bytes that arrive meanwhile (a pipelined request) are kept in ``buf``."""
+        answer: tuple[int, bytes] | None = None
+        async with trio.open_nursery() as nursery:
+
+            async def watch() -> None:
+                try:
+                    while len(buf) < MAX_HEAD_BYTES + LANE_MAX_BODY:
+                        data = await stream.receive_some(RECV)
+                        if not data:
+                            break
+                        buf.extend(data)
+                    else:
+                        return  # enough read ahead; stop watching
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                    pass
+                nursery.cancel_scope.cancel()  # gone
+
+            nursery.start_soon(watch)
+            answer = await droneproto.dispatch(self.orch, self.metrics, req.endpoint,
+                                               req.ident, req.headers, body)
+            nursery.cancel_scope.cancel()
+        return answer
 
     async def _handoff(self, stream: trio.SocketStream, handoff: Handoff,
                        buf: bytearray) -> None:

@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from swarmd.front import LANE_MAX_BODY, parse_request
@@ -24,13 +25,14 @@ def head(lines: list[str]) -> bytes:
 
 @pytest.mark.parametrize(("lines", "endpoint", "ident"), [
     (["POST /api/drones/register HTTP/1.1", "Host: x", "Content-Length: 2"], "register", ""),
-    (["POST /api/drones/d-0001/heartbeat HTTP/1.1", "content-length: 10",
+    (["POST /api/drones/d-0001/heartbeat HTTP/1.1", "host: x", "content-length: 10",
       "Content-Type: application/json"], "heartbeat", "d-0001"),
-    (["POST /api/drones/d-0001/lease HTTP/1.1", "Content-Length: 0"], "lease", "d-0001"),
-    (["POST /api/builds/b-0000001/complete HTTP/1.1", "Content-Length: 5"], "complete",
-     "b-0000001"),
-    (["POST /api/builds/b-0000001/log HTTP/1.1", "Content-Length: 5", "X-Swarm-Lease: l"],
-     "log", "b-0000001"),
+    (["POST /api/drones/d-0001/lease HTTP/1.1", "Host: x", "Content-Length: 0"], "lease",
+     "d-0001"),
+    (["POST /api/builds/b-0000001/complete HTTP/1.1", "Content-Length: 5", "Host: x"],
+     "complete", "b-0000001"),
+    (["POST /api/builds/b-0000001/log HTTP/1.1", "Host: x", "Content-Length: 5",
+      "X-Swarm-Lease: l", "Authorization: Bearer a.b-c_d~e+f/g="], "log", "b-0000001"),
 ])
 def test_lane_takes_simple_drone_calls(lines: list[str], endpoint: str, ident: str) -> None:
     req = parse_request(head(lines))
@@ -39,24 +41,36 @@ def test_lane_takes_simple_drone_calls(lines: list[str], endpoint: str, ident: s
 
 
 @pytest.mark.parametrize("lines", [
-    ["GET /api/drones/register HTTP/1.1", "Content-Length: 2"],  # not POST
-    ["POST /api/status HTTP/1.1", "Content-Length: 2"],  # not the drone protocol
-    ["POST /api/drones/d-1/restart HTTP/1.1", "Content-Length: 2"],
-    ["POST /api/drones//lease HTTP/1.1", "Content-Length: 2"],  # empty id
-    ["POST /api/drones/register?x=1 HTTP/1.1", "Content-Length: 2"],  # query string
-    ["POST /api/drones/register HTTP/1.0", "Content-Length: 2"],
-    ["POST /api/drones/register HTTP/1.1", "Transfer-Encoding: chunked"],
-    ["POST /api/drones/register HTTP/1.1", "Content-Length: 2", "Transfer-Encoding: chunked"],
-    ["POST /api/drones/register HTTP/1.1"],  # no length
-    ["POST /api/drones/register HTTP/1.1", "Content-Length: 2", "Content-Length: 2"],
-    ["POST /api/drones/register HTTP/1.1", "Content-Length: +2"],
-    ["POST /api/drones/register HTTP/1.1", "Content-Length: 2", "Expect: 100-continue"],
-    ["POST /api/drones/register HTTP/1.1", "Content-Length: 2", "Upgrade: h2c"],
-    ["POST /api/drones/register HTTP/1.1", "Content-Length : 2"],  # space before the colon
-    ["POST /api/drones/register HTTP/1.1", "Content-Length: 2", " folded"],  # obs-fold
-    ["POST /api/drones/register HTTP/1.1", "Content-Length: 2", "Bad"],  # no colon
-    ["POST  /api/drones/register HTTP/1.1", "Content-Length: 2"],
-    ["POST /api/drones/register HTTP/1.1", f"Content-Length: {LANE_MAX_BODY + 1}"],
+    ["GET /api/drones/register HTTP/1.1", "Host: x", "Content-Length: 2"],  # not POST
+    ["POST /api/status HTTP/1.1", "Host: x", "Content-Length: 2"],  # not the drone protocol
+    ["POST /api/drones/d-1/restart HTTP/1.1", "Host: x", "Content-Length: 2"],
+    ["POST /api/drones//lease HTTP/1.1", "Host: x", "Content-Length: 2"],  # empty id
+    ["POST /api/drones/register?x=1 HTTP/1.1", "Host: x", "Content-Length: 2"],  # query string
+    ["POST /api/drones/register HTTP/1.0", "Host: x", "Content-Length: 2"],
+    ["POST /api/drones/register HTTP/1.1", "Host: x", "Transfer-Encoding: chunked"],
+    ["POST /api/drones/register HTTP/1.1", "Host: x", "Content-Length: 2", "Transfer-Encoding: chunked"],
+    ["POST /api/drones/register HTTP/1.1", "Host: x"],  # no length
+    ["POST /api/drones/register HTTP/1.1", "Host: x", "Content-Length: 2", "Content-Length: 2"],
+    ["POST /api/drones/register HTTP/1.1", "Host: x", "Content-Length: +2"],
+    ["POST /api/drones/register HTTP/1.1", "Host: x", "Content-Length: 2", "Expect: 100-continue"],
+    ["POST /api/drones/register HTTP/1.1", "Host: x", "Content-Length: 2", "Upgrade: h2c"],
+    ["POST /api/drones/register HTTP/1.1", "Host: x", "Content-Length : 2"],  # space before the colon
+    ["POST /api/drones/register HTTP/1.1", "Host: x", "Content-Length: 2", " folded"],  # obs-fold
+    ["POST /api/drones/register HTTP/1.1", "Host: x", "Content-Length: 2", "Bad"],  # no colon
+    ["POST  /api/drones/register HTTP/1.1", "Host: x", "Content-Length: 2"],
+    ["POST /api/drones/register HTTP/1.1", "Host: x", f"Content-Length: {LANE_MAX_BODY + 1}"],
+    # what h11 refuses: control characters, names that are not tokens, no Host
+    ["POST /api/drones/register HTTP/1.1", "Host: x", "X: a\nTransfer-Encoding: chunked",
+     "Content-Length: 2"],
+    ["POST /api/drones/register HTTP/1.1", "Host: x", "X: a\rb", "Content-Length: 2"],
+    ["POST /api/drones/register HTTP/1.1", "Host: x", "X: a\x00b", "Content-Length: 2"],
+    ["POST /api/drones/register HTTP/1.1", "Host: x", "Transfer-Encoding\x0b: chunked",
+     "Content-Length: 2"],
+    ["POST /api/drones/register HTTP/1.1", "Host: x", "(bad)@: 1", "Content-Length: 2"],
+    ["POST /api/drones/register HTTP/1.1", "Content-Length: 2"],  # no Host
+    ["POST /api/drones/d%2D0001/lease HTTP/1.1", "Host: x", "Content-Length: 2"],
+    ["POST /api/drones/register HTTP/1.1", "Host: x", "Content-Length: 2",
+     "X-Pad: " + "a" * 17000],
 ])
 def test_lane_hands_everything_else_to_hypercorn(lines: list[str]) -> None:
     assert parse_request(head(lines)) is None
@@ -64,7 +78,7 @@ def test_lane_hands_everything_else_to_hypercorn(lines: list[str]) -> None:
 
 def test_lane_sees_connection_close() -> None:
     req = parse_request(head(["POST /api/drones/register HTTP/1.1", "Content-Length: 2",
-                              "Connection: keep-alive, Close"]))
+                              "Host: x", "Connection: keep-alive, Close"]))
     assert req is not None
     assert req.close
 
@@ -210,6 +224,26 @@ def test_lane_honours_connection_close_and_answers_204(sd: SwarmdProc) -> None:
         assert c.eof()
     finally:
         c.close()
+
+
+def test_a_drone_that_hangs_up_during_a_long_poll_is_leased_nothing(sd: SwarmdProc) -> None:
+    c = Raw(sd.port)
+    try:
+        c.send(post("/api/drones/register", {"name": "lane-4", "cores": 8}))
+        reg = json.loads(c.response()[2])
+        c.send(post(f"/api/drones/{reg['drone_id']}/lease", {"session": reg["session"],
+                                                             "wait_s": 30}))
+        time.sleep(0.5)
+    finally:
+        c.close()  # gone while its lease call waits for work
+    time.sleep(0.5)
+    r = httpx.post(sd.url + "/api/queue", json={"packages": ["app-misc/lane-orphan-1.0"],
+                                                "request_id": "lane-orphan"}, timeout=10)
+    assert r.status_code == 202, r.text
+    time.sleep(1.0)
+    queue = httpx.get(sd.url + "/api/queue", timeout=10).json()["entries"]
+    entry = next(e for e in queue if e["cpv"] == "app-misc/lane-orphan-1.0")
+    assert (entry["state"], entry["drone"]) == ("ready", None)
 
 
 def test_idle_lane_connections_do_not_hold_up_shutdown(tmp_path: Path) -> None:
