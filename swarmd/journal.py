@@ -319,11 +319,24 @@ def fork_snapshot_writer(snapshot_of: Callable[[], dict[str, Any]], state_dir: P
     no Trio, no threads and no logging (their locks may be held by threads that do not exist in
     the child), and ``os._exit`` skips every finalizer.
     """
+    parent = os.getpid()
     r, w = os.pipe()
-    pid = os.fork()
+    try:
+        pid = os.fork()
+    except OSError:
+        os.close(r)
+        os.close(w)
+        raise
     if pid == 0:  # pragma: no cover - the child; its effects are what the tests check
         code = 1
         try:
+            # Die with swarmd: a snapshot writer outliving it could rename files under the
+            # next swarmd's feet (OpenRC signals only the main process).
+            _die_with_parent(parent)
+            # Let go of every inherited socket and file (the listener, drones' connections):
+            # a connection swarmd closes must close now, not when this child exits.
+            os.closerange(3, min(r, w))
+            os.closerange(max(r, w) + 1, os.sysconf("SC_OPEN_MAX"))
             os.close(r)
             signal.set_wakeup_fd(-1)
             for sig in (signal.SIGINT, signal.SIGTERM):
@@ -340,6 +353,19 @@ def fork_snapshot_writer(snapshot_of: Callable[[], dict[str, Any]], state_dir: P
             os._exit(code)
     os.close(w)
     return pid, r
+
+
+def _die_with_parent(parent: int) -> None:  # pragma: no cover - runs in the child
+    """PR_SET_PDEATHSIG(SIGKILL) on Linux; exit at once if the parent is already gone."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:
+        os._exit(1)
 
 
 def reap_snapshot_writer(pid: int, fd: int) -> str | None:

@@ -37,6 +37,7 @@ from swarmd.state import Build, Drone, Entry, State
 
 SCAN_LIMIT = 64  # entries looked at per decision; the best ones are at the front
 OTHERS_LIMIT = 16  # faster drones considered per decision
+LOOK_LIMIT = 16 * OTHERS_LIMIT  # drones examined per decision to find them
 
 Key = tuple[int, float, int, str]
 
@@ -194,13 +195,18 @@ def _faster_drones(
     with a free slot are free now, the earliest possible: they come from the state's index of
     free drones by core count, fastest first, and once OTHERS_LIMIT of them are found the search
     stops. Otherwise a sample of busy faster drones (at most 4 * OTHERS_LIMIT, fastest first)
-    fills the rest by when ``free_at`` says they free up. The cost of a decision is bounded by
-    these limits, not by the size of the fleet.
+    fills the rest by when ``free_at`` says they free up. Each of the two passes examines at
+    most LOOK_LIMIT drones (skipped ones count), so the cost of a decision is bounded by these
+    limits, not by the size of the fleet.
     """
     classes = sorted((c for c in state.online_by_cores if c > drone.cores), reverse=True)
     free: list[Drone] = []
+    looked = 0  # drones examined, skipped ones (cooling down, late) included
     for c in classes:
         for did in state.free_by_cores.get(c, ()):
+            looked += 1
+            if looked > LOOK_LIMIT:
+                break
             d = state.drones[did]
             if not eligible(d, now) or (busy is not None and busy(did)):
                 continue
@@ -209,9 +215,13 @@ def _faster_drones(
                 return free, {d.id: now for d in free}
     virtual_free = {d.id: now for d in free}
     busy_ones: list[Drone] = []
+    looked = 0
     for c in classes:
         free_here = state.free_by_cores.get(c, {})
         for did in state.online_by_cores[c]:
+            looked += 1
+            if looked > LOOK_LIMIT:
+                break
             if did in free_here:
                 continue
             d = state.drones[did]

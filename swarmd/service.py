@@ -100,6 +100,8 @@ class Orchestrator:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         (self.state_dir / "logs").mkdir(exist_ok=True)
         t0 = time.perf_counter()
+        was_enabled = gc.isenabled()
+        gc.collect()  # nothing built yet: quick, and no garbage gets frozen below
         gc.disable()
         try:
             self.state, loaded = replay(self.state_dir, self.policy)
@@ -108,7 +110,8 @@ class Orchestrator:
             # swarmd.main.gc_housekeeping freezes what is built later.
             gc.freeze()
         finally:
-            gc.enable()
+            if was_enabled:
+                gc.enable()
         self.recovered_events = len(loaded.events)
         self._since_compact = len(loaded.events)
         self.journal = jr.Journal(self.state_dir, loaded.last_seq + 1)
@@ -231,10 +234,13 @@ class Orchestrator:
         self._snapshot_running = True
 
         async def reap() -> None:
-            try:
-                why = await trio.to_thread.run_sync(jr.reap_snapshot_writer, pid, fd)
-            finally:
-                self._snapshot_running = False
+            # Shielded: even when swarmd is stopping, the child is waited for (a second or
+            # two), never left behind.
+            with trio.CancelScope(shield=True):
+                try:
+                    why = await trio.to_thread.run_sync(jr.reap_snapshot_writer, pid, fd)
+                finally:
+                    self._snapshot_running = False
             if why is None:
                 log.info("journal compacted at seq %d in %.3f s (writes held up %.3f s)",
                          seq, time.perf_counter() - t0, held)

@@ -445,6 +445,30 @@ async def test_group_commit_shares_fsyncs_and_replays_to_the_live_state(tmp_path
     assert replayed.to_snapshot() == orch.state.to_snapshot()
 
 
+def test_the_snapshot_child_lets_go_of_inherited_sockets(tmp_path: Path) -> None:
+    """A connection swarmd closes while a snapshot is being written must close at once: the
+    child must not keep its inherited copy open."""
+    import socket
+    import time
+
+    mine, peer = socket.socketpair()
+    snap = live_state(queue_events()).to_snapshot()
+
+    def slow_snapshot() -> dict[str, Any]:
+        time.sleep(2.0)
+        return snap
+
+    pid, fd = jr.fork_snapshot_writer(slow_snapshot, tmp_path, [])
+    try:
+        mine.close()  # swarmd closes the connection while the child is running
+        peer.settimeout(1.0)
+        assert peer.recv(1) == b""  # EOF now, not when the child exits
+    finally:
+        assert jr.reap_snapshot_writer(pid, fd) is None
+        peer.close()
+    assert json.loads((tmp_path / jr.SNAPSHOT).read_bytes()) == json.loads(json.dumps(snap))
+
+
 async def snapshot_written(orch: service.Orchestrator) -> None:
     """Until the forked snapshot writer (if any) has been reaped; at most 20 s."""
     for _ in range(2000):
