@@ -7,7 +7,8 @@ of everything else stay Hypercorn's. Hypercorn gets a stream that first replays 
 handler already read, so a hand-off may happen at any request boundary.
 
 ``serve_front`` mirrors ``hypercorn.trio.serve``: the app's lifespan, and on ``shutdown`` no
-new connections, idle keep-alive connections closed, in-flight requests given
+new connections, the idle connections of a handler that registers them (``idle_scopes``) closed
+at once, and everything else (requests in flight, Hypercorn's own connections) given
 ``graceful_timeout`` seconds, then cancelled.
 """
 
