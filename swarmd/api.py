@@ -44,14 +44,7 @@ async def _raw_body() -> bytes:
 
 
 async def _body_json() -> dict[str, Any]:
-    raw = await _raw_body()
-    try:
-        doc = json.loads(raw or b"null")
-    except ValueError as exc:
-        raise BadRequest(f"body is not valid JSON: {exc}") from None
-    if not isinstance(doc, dict):
-        raise BadRequest("body: expected a JSON object")
-    return doc
+    return droneproto.json_object(await _raw_body())
 
 
 def _record(rec: dict[str, Any]) -> dict[str, Any]:

@@ -478,20 +478,27 @@ async def snapshot_written(orch: service.Orchestrator) -> None:
     raise AssertionError("the snapshot writer did not finish in 20 s")
 
 
-async def test_compaction_in_a_forked_child_while_commits_go_on(tmp_path: Path) -> None:
-    """Every 100 events a snapshot is written by a forked child while the writer keeps
-    committing; at the end the state dir holds the newest snapshot and the segments after it,
-    and replays to the live state."""
-    orch = service.Orchestrator(SwarmdConfig(state_dir=str(tmp_path), compact_after_events=100))
+async def commit_submissions(state_dir: Path, n: int) -> service.Orchestrator:
+    """A real Orchestrator compacting every 100 events commits ``n`` submissions one after the
+    other, waits for the last snapshot writer and stops (journal closed)."""
+    orch = service.Orchestrator(SwarmdConfig(state_dir=str(state_dir), compact_after_events=100))
     orch.recover()
     assert orch.journal is not None
     async with trio.open_nursery() as nursery:
         await nursery.start(orch.run)
-        for i in range(450):
+        for i in range(n):
             assert (await orch.commit(submit(i))).ok
         await snapshot_written(orch)
         nursery.cancel_scope.cancel()
     orch.journal.close()
+    return orch
+
+
+async def test_compaction_in_a_forked_child_while_commits_go_on(tmp_path: Path) -> None:
+    """Every 100 events a snapshot is written by a forked child while the writer keeps
+    committing; at the end the state dir holds the newest snapshot and the segments after it,
+    and replays to the live state."""
+    orch = await commit_submissions(tmp_path, 450)
     snap = json.loads((tmp_path / jr.SNAPSHOT).read_bytes())
     assert snap["seq"] > 200  # several compactions happened (prune events count too)
     first = [int(p.name.split("-")[1].split(".")[0]) for p in jr.segments(tmp_path)]
@@ -509,16 +516,7 @@ async def test_a_failed_snapshot_is_not_fatal_and_loses_nothing(
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(jr, "write_snapshot", broken)  # the child inherits the patch
-    orch = service.Orchestrator(SwarmdConfig(state_dir=str(tmp_path), compact_after_events=100))
-    orch.recover()
-    assert orch.journal is not None
-    async with trio.open_nursery() as nursery:
-        await nursery.start(orch.run)
-        for i in range(250):
-            assert (await orch.commit(submit(i))).ok
-        await snapshot_written(orch)
-        nursery.cancel_scope.cancel()
-    orch.journal.close()
+    orch = await commit_submissions(tmp_path, 250)
     assert not (tmp_path / jr.SNAPSHOT).exists()
     assert len(jr.segments(tmp_path)) > 1  # rotated, but nothing removed
     replayed, _ = service.replay(tmp_path, orch.policy)
