@@ -47,6 +47,7 @@ log = logging.getLogger("swarmd.front")
 LANE_MAX_BODY = 1024 * 1024  # larger bodies (big log chunks) go to Hypercorn's 8 MiB limit
 HEAD_TIMEOUT_S = 10.0
 BODY_TIMEOUT_S = 60.0
+SEND_TIMEOUT_S = 60.0
 RECV = 65536
 
 REASONS = {200: "OK", 204: "No Content", 400: "Bad Request", 401: "Unauthorized",
@@ -206,8 +207,10 @@ class DroneLane:
                                                    "swarmd's log")
                 close = True
             self.served += 1
-            await stream.send_all(response(status, out, self.date.now(), close))
-            if close:
+            close = close or handoff.closing.is_set()  # shutting down: say so, then close
+            with trio.move_on_after(SEND_TIMEOUT_S) as sending:
+                await stream.send_all(response(status, out, self.date.now(), close))
+            if close or sending.cancelled_caught:  # a client that does not read is dropped
                 return
 
     async def _long_poll(self, stream: trio.SocketStream, req: LaneRequest, body: bytes,
