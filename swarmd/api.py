@@ -25,6 +25,8 @@ from swarmd.state import ENTRY_STATES, FINAL, Build, Drone, Entry
 from swarmlib import __version__, logsetup
 from swarmlib.config import redacted
 from swarmlib.errors import BadRequest, BadSubmission, SwarmError
+from swarmlib.target import normalize as normalize_target
+from swarmlib.target import target_id
 from swarmlib.timefmt import iso
 
 log = logging.getLogger("swarmd.api")
@@ -52,8 +54,32 @@ def _record(rec: dict[str, Any]) -> dict[str, Any]:
     return {**rec, "created": iso(rec["created"])}
 
 
-def entry_json(e: Entry, state: Any) -> dict[str, Any]:
+def _target(raw: Any, where: str) -> dict[str, Any]:
+    try:
+        return normalize_target(raw)
+    except ValueError as exc:
+        raise BadRequest(f"{where}: {exc}") from None
+
+
+def online_targets(state: Any) -> set[str]:
+    return {d.target_id for d in state.drones.values() if d.online}
+
+
+def waiting_reason(e: Entry, targets: set[str]) -> str | None:
+    """Why an unfinished entry that is not being built cannot go anywhere, or None."""
+    if e.state not in ("pending", "ready") or not e.target_id:
+        return None
+    if e.target_id not in targets:
+        return f"no drone for target {e.target_id}"
+    return None
+
+
+def entry_json(e: Entry, state: Any, targets: set[str] | None = None) -> dict[str, Any]:
+    if targets is None:
+        targets = online_targets(state)
     return {
+        "use": e.use, "target_id": e.target_id or None,
+        "waiting": waiting_reason(e, targets), "excluded": list(e.excluded),
         "id": e.id, "cpv": e.cpv, "atom": "=" + e.cpv, "state": e.state,
         "requests": list(e.requests), "deps": list(e.dep_cpvs), "attempts": e.attempts,
         "drone": e.drone, "build_id": e.build_id, "estimate_s": round(e.estimate_s, 1),
@@ -81,6 +107,7 @@ def drone_json(d: Drone, orch: Orchestrator) -> dict[str, Any]:
     return {
         "id": d.id, "name": d.name, "hostname": d.hostname, "ip": d.ip, "mac": d.mac,
         "cores": d.cores, "arch": d.arch, "chost": d.chost, "version": d.version,
+        "target_id": d.target_id or None, "target": d.target,
         "status": orch.drone_status(d.id),
         "last_heartbeat": iso(soft.last_beat_wall) if soft else None,
         "load": soft.load if soft else None, "slots": d.slots, "registered": iso(d.registered),
@@ -92,6 +119,27 @@ def drone_json(d: Drone, orch: Orchestrator) -> dict[str, Any]:
         ],
         "failures_in_row": d.failures_in_row, "cooldown_until": iso(d.cooldown_until),
     }
+
+
+def _targets_summary(st: Any) -> list[dict[str, Any]]:
+    """Per target: online drones and unfinished entries; ``waiting`` when no drone has it."""
+    rows: dict[str, dict[str, Any]] = {}
+    for d in st.drones.values():
+        if d.online:
+            r = rows.setdefault(d.target_id, {"target_id": d.target_id or None, "drones": 0,
+                                              "unfinished": 0})
+            r["drones"] += 1
+    for r_ in st.requests.values():
+        if r_.finished is None:
+            r = rows.setdefault(r_.target_id, {"target_id": r_.target_id or None, "drones": 0,
+                                               "unfinished": 0})
+            r["unfinished"] += r_.unfinished
+    out = []
+    for tid, r in sorted(rows.items()):
+        if tid and r["drones"] == 0 and r["unfinished"]:
+            r["waiting"] = f"no drone for target {tid}"
+        out.append(r)
+    return out
 
 
 def create_app(orch: Orchestrator, metrics: Metrics | None = None) -> QuartTrio:
@@ -153,6 +201,8 @@ def create_app(orch: Orchestrator, metrics: Metrics | None = None) -> QuartTrio:
                 "recovered_events": orch.recovered_events,
             },
             "counts": dict(st.counts), "queue": st.queue_counts(), "drones": drones,
+            "targets": _targets_summary(st),
+            "binhost": orch.publisher.status() if orch.publisher is not None else None,
             "requests": {"open": open_req, "complete": len(st.requests) - open_req},
         })
 
@@ -165,8 +215,10 @@ def create_app(orch: Orchestrator, metrics: Metrics | None = None) -> QuartTrio:
             raise BadRequest(f"state: unknown state(s) {', '.join(sorted(states - set(ENTRY_STATES)))}; "
                              f"known: {', '.join(ENTRY_STATES)}")
         entries = sorted(st.entries.values(), key=st._key)
+        targets = online_targets(st)
         return _json({
-            "entries": [entry_json(e, st) for e in entries if states is None or e.state in states],
+            "entries": [entry_json(e, st, targets) for e in entries
+                        if states is None or e.state in states],
             "counts": dict(st.counts),
         })
 
@@ -178,6 +230,7 @@ def create_app(orch: Orchestrator, metrics: Metrics | None = None) -> QuartTrio:
             return error(413, "too_large", "request body is larger than 8 MiB")
         priority = 0
         rid: str | None = None
+        target: dict[str, Any] | None = None
         t0 = time.perf_counter()
         if ctype == "application/json":
             try:
@@ -189,12 +242,21 @@ def create_app(orch: Orchestrator, metrics: Metrics | None = None) -> QuartTrio:
                 if existing is not None:
                     return _json(_record(orch.state.request_record(existing, duplicate=True)))
             sub, priority, rid = await trio.to_thread.run_sync(submission.parse_json, doc)
+            if isinstance(doc, dict) and doc.get("target") is not None:
+                target = _target(doc["target"], "body.target")
         elif ctype in ("text/plain", "", "application/octet-stream"):
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError:
                 text = raw.decode("latin-1")
             sub = await trio.to_thread.run_sync(submission.parse_text, text)
+            header = request.headers.get("X-Swarm-Target")
+            if header:
+                try:
+                    parsed = json.loads(header)
+                except ValueError as exc:
+                    raise BadRequest(f"header X-Swarm-Target: not valid JSON: {exc}") from None
+                target = _target(parsed, "header X-Swarm-Target")
             rid = request.args.get("request_id") or request.headers.get("X-Request-Id")
             if rid is not None and rid in orch.state.requests:
                 return _json(_record(orch.state.request_record(orch.state.requests[rid],
@@ -210,10 +272,17 @@ def create_app(orch: Orchestrator, metrics: Metrics | None = None) -> QuartTrio:
                          f"content type {ctype!r}: send text/plain emerge output or application/json")
         if rid is None:
             rid = "r-" + secrets.token_hex(8)
-        out = await orch.commit({
+        event: dict[str, Any] = {
             "type": "submit", "request_id": rid, "packages": sub.packages, "deps": sub.deps,
             "cycles": sub.cycles, "priority": priority,
-        })
+        }
+        use = getattr(sub, "use", None)
+        if use:
+            event["use"] = {cpv: list(flags) for cpv, flags in use.items()}
+        if target is not None:
+            event["target"] = target
+            event["target_id"] = target_id(target)
+        out = await orch.commit(event)
         rec = _record(out.result)
         status_code = 200 if rec.get("duplicate") else 202
         log.info("request %s: %d packages, %d queued, %d skipped, %d merged, %d cycles "
@@ -324,14 +393,16 @@ def create_app(orch: Orchestrator, metrics: Metrics | None = None) -> QuartTrio:
     async def packages() -> Response:
         st = orch.state
         out = []
-        for cpv, p in st.packages.items():
-            out.append({"cpv": cpv, "state": "built", "built": True,
+        for p in st.packages.values():
+            out.append({"cpv": p.cpv, "state": "built", "built": True,
                         "synced": bool(p.artifact), "build_id": p.build_id,
-                        "artifact": p.artifact, "drone": p.drone, "built_at": iso(p.built)})
-        for cpv, eid in st.active_by_cpv.items():
+                        "artifact": p.artifact, "drone": p.drone, "built_at": iso(p.built),
+                        "target_id": p.target_id or None, "use": p.use})
+        for eid in st.active_by_cpv.values():
             e = st.entries[eid]
-            out.append({"cpv": cpv, "state": e.state, "built": False, "synced": False,
-                        "build_id": e.build_id, "artifact": None, "drone": e.drone})
+            out.append({"cpv": e.cpv, "state": e.state, "built": False, "synced": False,
+                        "build_id": e.build_id, "artifact": None, "drone": e.drone,
+                        "target_id": e.target_id or None, "use": e.use})
         return _json({"packages": out})
 
     @app.get("/api/config")

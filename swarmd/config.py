@@ -22,6 +22,8 @@ class SwarmdConfig:
                              "this long (built packages and compile times forever)")
     event_window: int = key(10000, "events kept for consumers reconnecting with ?since=")
     log_format: str = key("text", "text or json")
+    binhost_dir: str = key("", "binhost tree that drones sync into and a web server serves; "
+                           "swarmd publishes its Packages index (empty: publish nothing)")
     control_token: str = secret_field(env="SWARM_CONTROL_TOKEN",
                                       help="bearer token for mutations and the event stream")
     drone_token: str = secret_field(env="SWARM_DRONE_TOKEN",

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 from swarmlib.errors import BadRequest, SwarmError
 from swarmlib.macaddr import normalize_mac
+from swarmlib.target import normalize as normalize_target
+from swarmlib.target import target_id
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -116,7 +118,21 @@ async def register(orch: Orchestrator, doc: dict[str, Any]) -> dict[str, Any]:
         "version": string(doc, "version", default=""),
         "slots": num(doc, "slots", minimum=1, maximum=256, integer=True, default=1),
     }
+    target = _target(doc)
+    if target is not None:
+        body["target"] = target
+        body["target_id"] = target_id(target)
     return await orch.register(body)
+
+
+def _target(doc: dict[str, Any]) -> dict[str, Any] | None:
+    raw = doc.get("target")
+    if raw is None:
+        return None
+    try:
+        return normalize_target(raw)
+    except ValueError as exc:
+        raise BadRequest(f"body.{exc}") from None
 
 
 async def heartbeat(orch: Orchestrator, did: str, doc: dict[str, Any]) -> dict[str, Any]:
@@ -135,7 +151,8 @@ async def heartbeat(orch: Orchestrator, did: str, doc: dict[str, Any]) -> dict[s
         if p is not None and (isinstance(p, bool) or not isinstance(p, int | float)
                               or not 0 <= p <= 100):
             raise BadRequest("body.builds[].progress: expected a percentage 0-100")
-    return await orch.heartbeat(did, session, status_, float(load), builds_)
+    return await orch.heartbeat(did, session, status_, float(load), builds_,
+                                target=_target(doc))
 
 
 async def lease(orch: Orchestrator, did: str, doc: dict[str, Any]) -> dict[str, Any] | None:
@@ -180,13 +197,21 @@ async def complete(orch: Orchestrator, bid: str, doc: dict[str, Any],
     err = doc.get("error")
     if err is not None and not isinstance(err, str):
         raise BadRequest("body.error: expected a string or null")
+    unbuildable = doc.get("unbuildable", False)
+    if not isinstance(unbuildable, bool):
+        raise BadRequest("body.unbuildable: expected true or false")
+    if unbuildable and result != "returned":
+        raise BadRequest("body.unbuildable: only a 'returned' build can be unbuildable")
     atom = doc.get("atom")
     b = orch.state.builds.get(bid)
     if atom is not None and b is not None and atom not in (b.cpv, "=" + b.cpv):
         raise BadRequest(f"body.atom: {atom!r} is not the leased package {b.cpv}")
-    out = await orch.complete(bid, {"lease": lease_, "result": result,
-                                    "duration_s": float(duration), "artifact": artifact,
-                                    "error": (err or "")[:4000] or None})
+    body: dict[str, Any] = {"lease": lease_, "result": result,
+                            "duration_s": float(duration), "artifact": artifact,
+                            "error": (err or "")[:4000] or None}
+    if unbuildable:
+        body["unbuildable"] = True
+    out = await orch.complete(bid, body)
     if result != "returned" and metrics is not None:
         metrics.build_seconds.labels(result).observe(float(duration))
     return out

@@ -26,14 +26,20 @@ quarter of it more.
 
 A drone that already failed a package is skipped for it while another eligible drone exists.
 A drone in cool-down (too many failures in a row) gets nothing.
+
+Targets (SPEC section 12): a drone sees only the ready entries of its own ``target_id`` and
+those of requests that named no target (``State.ready_by_target``), minus the entries its own
+plan refused; faster drones are imagined only for entries they may build (``can_build``). So
+work that no drone can build waits in its own list and holds nothing else up.
 """
 
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Container, Iterable
+import itertools
+from collections.abc import Callable, Container, Iterable, Iterator
 
-from swarmd.state import Build, Drone, Entry, State
+from swarmd.state import Build, Drone, Entry, State, can_build
 
 SCAN_LIMIT = 64  # entries looked at per decision; the best ones are at the front
 OTHERS_LIMIT = 16  # faster drones considered per decision
@@ -97,6 +103,19 @@ def soon_ready(state: State, drones: Iterable[Drone],
     return out
 
 
+def ready_for(state: State, drone: Drone) -> Iterator[Key]:
+    """The ready entries ``drone`` may be offered, best-first (its target's and any-target)."""
+    anyone = state.ready_by_target.get("", [])
+    if not drone.target_id:
+        return iter(anyone)
+    mine = state.ready_by_target.get(drone.target_id, [])
+    if not anyone:
+        return iter(mine)
+    if not mine:
+        return iter(anyone)
+    return heapq.merge(mine, anyone)
+
+
 def pick(
     state: State,
     drone: Drone,
@@ -121,12 +140,14 @@ def pick(
     others, virtual_free = _faster_drones(state, drone, now, busy)
     if not others:
         # Nobody could finish anything sooner: the best entry this drone may build.
-        for i, key in enumerate(state.ready_index):
+        for i, key in enumerate(ready_for(state, drone)):
             if i >= SCAN_LIMIT:
                 break
             if key[3] in claimed:
                 continue
             e = state.entries[key[3]]
+            if e.excluded and drone.id in e.excluded:
+                continue
             if drone.id in e.failed_on and _someone_else_can(state, e, drone, now):
                 continue
             return e
@@ -138,7 +159,7 @@ def pick(
     min_vf = min(virtual_free[d.id] for d in others)
     upcoming = soon_ready(state, [drone, *others], now)
     u = 0
-    for i, key in enumerate(state.ready_index):
+    for i, key in enumerate(ready_for(state, drone)):
         if i >= SCAN_LIMIT:
             break
         # Entries about to become ready that rank ahead of this one claim their drones first.
@@ -150,6 +171,8 @@ def pick(
         if key[3] in claimed:
             continue
         e = state.entries[key[3]]
+        if e.excluded and drone.id in e.excluded:
+            continue
         if e.failed_on and drone.id in e.failed_on and _someone_else_can(state, e, drone, now):
             continue
         est = e.estimate_s
@@ -161,6 +184,8 @@ def pick(
         best_end = mine
         for d, factor in factors:
             if e.failed_on and d.id in e.failed_on:
+                continue
+            if (e.target_id or e.excluded) and not can_build(d, e):
                 continue
             end = virtual_free[d.id] + est * factor
             if end < best_end:
@@ -176,10 +201,12 @@ def pick(
     # Every scanned entry is better off on a faster drone, but the queue is deeper than what
     # they can take soon: there is work for everyone, so take the next one down the list
     # rather than stand idle.
-    for key in state.ready_index[SCAN_LIMIT:SCAN_LIMIT + SCAN_LIMIT]:
+    for key in itertools.islice(ready_for(state, drone), SCAN_LIMIT, 2 * SCAN_LIMIT):
         if key[3] in claimed:
             continue
         e = state.entries[key[3]]
+        if e.excluded and drone.id in e.excluded:
+            continue
         if not (e.failed_on and drone.id in e.failed_on
                 and _someone_else_can(state, e, drone, now)):
             return e
@@ -247,7 +274,7 @@ def _reserve(e: Entry, at: float, drone: Drone, others: list[Drone],
     best_other: Drone | None = None
     best_end = at + duration_on(e, drone.cores)
     for d in others:
-        if d.id in e.failed_on:
+        if d.id in e.failed_on or not can_build(d, e):
             continue
         end = max(virtual_free[d.id], at) + duration_on(e, d.cores)
         if end < best_end:
@@ -259,6 +286,6 @@ def _reserve(e: Entry, at: float, drone: Drone, others: list[Drone],
 
 def _someone_else_can(state: State, e: Entry, drone: Drone, now: float) -> bool:
     return any(
-        d.id != drone.id and d.id not in e.failed_on and eligible(d, now)
+        d.id != drone.id and d.id not in e.failed_on and eligible(d, now) and can_build(d, e)
         for d in state.drones.values()
     )

@@ -25,13 +25,16 @@ from swarmd import journal as jr
 from swarmd import scheduler
 from swarmd.config import SwarmdConfig
 from swarmd.events import EventHub
+from swarmd.publish import Publisher
 from swarmd.state import ACTIVE, Outcome, Policy, State
 from swarmlib.errors import Conflict, NotFound, StaleLease
+from swarmlib.target import target_id
 
 log = logging.getLogger("swarmd")
 
 MAX_BATCH = 4096
-WAKING = frozenset({"submit", "complete", "cancel", "drone_offline", "history"})
+WAKING = frozenset({"submit", "complete", "cancel", "drone_offline", "history", "published",
+                    "publish_failed", "drone_target"})
 LOG_LIMIT = 32 * 1024 * 1024  # bytes of build log kept per build
 
 
@@ -93,6 +96,7 @@ class Orchestrator:
         self.recovered_events = 0
         self._since_compact = 0  # events journaled since the last snapshot
         self.on_batch: Callable[[int, float], None] | None = None  # metrics hook
+        self.publisher: Publisher | None = None  # set by run() when binhost_dir is configured
 
     # ------------------------------------------------------------------ recovery
     def recover(self) -> None:
@@ -131,6 +135,12 @@ class Orchestrator:
             self.recover()
         async with trio.open_nursery() as nursery:
             await nursery.start(self._writer)
+            if self.cfg.binhost_dir:
+                self.publisher = Publisher(self, Path(self.cfg.binhost_dir))
+                await nursery.start(self.publisher.run)
+            else:
+                log.warning("binhost_dir is not set: swarmd publishes nothing; successful builds "
+                            "count as built as soon as their drone reports them")
             self.heartbeats = Supervisor(self)
             await nursery.start(self.heartbeats.run)
             # After a restart every online drone gets one full offline window to beat again.
@@ -359,8 +369,16 @@ class Orchestrator:
                 "heartbeat_interval_s": self.cfg.heartbeat_interval_s}
 
     async def heartbeat(self, drone_id: str, session: str, status: str, load: float,
-                        builds: list[dict[str, Any]]) -> dict[str, Any]:
+                        builds: list[dict[str, Any]],
+                        target: dict[str, Any] | None = None) -> dict[str, Any]:
         d = self.state.check_session(drone_id, session)
+        if target is not None:
+            tid = target_id(target)
+            if tid != d.target_id:
+                log.info("drone %s: target changed from %s to %s", d.name,
+                         d.target_id or "none", tid, extra={"ids": {"drone": d.id}})
+                await self.commit({"type": "drone_target", "drone_id": drone_id,
+                                   "session": session, "target": target, "target_id": tid})
         s = self.touch(drone_id)
         s.load = load
         s.reported = status
@@ -493,9 +511,15 @@ class Orchestrator:
         e = self.state.entries[b.entry_id]
         if e.state not in ACTIVE:
             raise Conflict(f"entry {e.id} is {e.state}")
-        out = await self.commit({"type": "complete", "build_id": build_id, **body})
+        event = {"type": "complete", "build_id": build_id, **body}
+        publish = self.publisher is not None and body["result"] == "success"
+        if publish:
+            event["publish"] = True
+        out = await self.commit(event)
         if not out.ok:
             raise StaleLease(build_id, out.message)
+        if publish and self.publisher is not None:
+            self.publisher.enqueue(build_id)
         soft = self.soft.get(b.drone_id)
         if soft is not None:
             soft.progress.pop(build_id, None)

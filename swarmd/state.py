@@ -92,6 +92,10 @@ class Entry:
     created: float = 0.0
     updated: float = 0.0
     history: list[dict[str, Any]] = attrs.field(factory=list)
+    use: list[str] | None = None  # enabled USE flags asked for (None: not checked)
+    target_id: str = ""  # only drones of this target may build it ("" = any drone)
+    excluded: list[str] = attrs.field(factory=list)  # drones whose plan refused it
+    key: str = ""  # identity among unfinished entries (see entry_key); "" = cpv
 
 
 @attrs.define(kw_only=True)
@@ -107,6 +111,8 @@ class Request:
     created: float = 0.0
     finished: float | None = None
     unfinished: int = 0
+    target_id: str = ""
+    target: dict[str, Any] | None = None
 
 
 @attrs.define(kw_only=True)
@@ -129,6 +135,8 @@ class Drone:
     streak_cps: list[str] = attrs.field(factory=list)
     cooldown_until: float | None = None
     next_cooldown_s: float = 0.0
+    target_id: str = ""
+    target: dict[str, Any] | None = None
 
 
 @attrs.define(kw_only=True)
@@ -141,7 +149,7 @@ class Build:
     session: str
     lease: str
     attempt: int
-    state: str = "assigned"  # assigned | building | finished
+    state: str = "assigned"  # assigned | building | publishing | finished
     result: str | None = None
     started: float = 0.0
     finished: float | None = None
@@ -157,6 +165,8 @@ class Package:
     artifact: dict[str, Any] | None
     drone: str
     built: float
+    target_id: str = ""
+    use: list[str] | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -172,6 +182,7 @@ class Outcome:
 # later changes to the state cannot reach a snapshot being written by another thread.
 _COPY = {
     "list[str]": "{v}[:]",
+    "list[str] | None": "(None if {v} is None else {v}[:])",
     "list[list[str]]": "[x[:] for x in {v}]",
     "list[dict[str, Any]]": "[dict(x) for x in {v}]",
     "dict[str, Any] | None": "(None if {v} is None else dict({v}))",
@@ -207,8 +218,23 @@ def records(objs: Iterable[Any]) -> list[dict[str, Any]]:
     return out
 
 
+def can_build(d: Drone, e: Entry) -> bool:
+    """May drone ``d`` build entry ``e``: the entry's target (if any) is the drone's, and the
+    drone's plan has not refused it."""
+    return (not e.target_id or e.target_id == d.target_id) and d.id not in e.excluded
+
+
 def refuse(code: str, message: str) -> Outcome:
     return Outcome(ok=False, code=code, message=message)
+
+
+def entry_key(cpv: str, target_id: str, use: list[str] | None) -> str:
+    """What makes two requests' packages the same build: CPV, target and USE.
+
+    A plain CPV when neither is given (the key of every entry before targets existed)."""
+    if not target_id and use is None:
+        return cpv
+    return f"{cpv}@{target_id or '*'}" + ("" if use is None else "[" + " ".join(use) + "]")
 
 
 def cp_of(cpv: str) -> str:
@@ -237,6 +263,8 @@ class State:
         self.seq = 0  # last applied journal sequence number
         # Derived: ready entries sorted best-first. Rebuilt on load, never serialized.
         self.ready_index: list[tuple[int, float, int, str]] = []
+        # Derived: the same keys split by the entry's target_id ("" = any drone).
+        self.ready_by_target: dict[str, list[tuple[int, float, int, str]]] = {}
         self.counts: dict[str, int] = dict.fromkeys(ENTRY_STATES, 0)
         # Derived: ids of online drones by core count, all and those with a free slot (ordered
         # sets), so that the scheduler looks at the few faster drones that matter instead of
@@ -265,23 +293,32 @@ class State:
             return
         if old == "ready":
             k = self._key(e)
-            i = bisect.bisect_left(self.ready_index, k)
-            if i < len(self.ready_index) and self.ready_index[i] == k:
-                del self.ready_index[i]
+            for index in (self.ready_index, self.ready_by_target.get(e.target_id, [])):
+                i = bisect.bisect_left(index, k)
+                if i < len(index) and index[i] == k:
+                    del index[i]
+            if not self.ready_by_target.get(e.target_id, True):
+                del self.ready_by_target[e.target_id]
         if new == "ready":
-            bisect.insort(self.ready_index, self._key(e))
+            k = self._key(e)
+            bisect.insort(self.ready_index, k)
+            bisect.insort(self.ready_by_target.setdefault(e.target_id, []), k)
         self.counts[old] -= 1
         self.counts[new] += 1
         e.state = new
         e.updated = ts
-        if new in FINAL and self.active_by_cpv.get(e.cpv) == e.id:
-            del self.active_by_cpv[e.cpv]
+        key = e.key or e.cpv
+        if new in FINAL and self.active_by_cpv.get(key) == e.id:
+            del self.active_by_cpv[key]
 
     def rebuild_derived(self) -> None:
         self.counts = dict.fromkeys(ENTRY_STATES, 0)
         for e in self.entries.values():
             self.counts[e.state] += 1
         self.ready_index = sorted(self._key(e) for e in self.entries.values() if e.state == "ready")
+        self.ready_by_target = {}
+        for k in self.ready_index:
+            self.ready_by_target.setdefault(self.entries[k[3]].target_id, []).append(k)
         self.online_by_cores, self.free_by_cores, self._indexed_cores = {}, {}, {}
         for d in self.drones.values():
             self._index_drone(d)
@@ -336,6 +373,7 @@ class State:
                 "hostname": d.hostname,
                 "ip": d.ip,
                 "cores": d.cores,
+                "target_id": d.target_id or None,
                 "status": self.drone_status(d, ts),
                 "current_package": current,
             },
@@ -452,11 +490,16 @@ class State:
         packages: list[str] = list(ev["packages"])
         deps: dict[str, list[str]] = ev.get("deps", {})
         priority = int(ev.get("priority", 0))
+        target_id = str(ev.get("target_id") or "")
+        uses: dict[str, list[str]] = ev.get("use") or {}
+        keys = {cpv: entry_key(cpv, target_id, uses.get(cpv)) for cpv in packages}
         req = Request(id=rid, entries=[], packages=len(packages), priority=priority,
-                      cycles=[list(c) for c in ev.get("cycles", [])], created=ts)
+                      cycles=[list(c) for c in ev.get("cycles", [])], created=ts,
+                      target_id=target_id, target=ev.get("target"))
         new_entries: list[Entry] = []
         for cpv in packages:
-            existing = self.active_by_cpv.get(cpv)
+            key = keys[cpv]
+            existing = self.active_by_cpv.get(key)
             if existing is not None:
                 e = self.entries[existing]
                 if rid not in e.requests:
@@ -470,18 +513,21 @@ class State:
                     elif priority > e.req_priority:
                         e.req_priority = priority
                 continue
-            if cpv in self.packages:
+            if key in self.packages:
                 req.skipped_cpvs.append(cpv)
                 continue
             cp = cp_of(cpv)
+            use = uses.get(cpv)
             e = Entry(id=f"e-{self.next_entry:06d}", cpv=cpv, cp=cp, requests=[rid],
                       estimate_s=self.estimate_for(cp), req_priority=priority,
-                      order=self.next_order, created=ts, updated=ts)
+                      order=self.next_order, created=ts, updated=ts,
+                      use=None if use is None else list(use), target_id=target_id,
+                      key="" if key == cpv else key)
             self.next_entry += 1
             self.next_order += 1
             self.entries[e.id] = e
             self.counts["pending"] += 1
-            self.active_by_cpv[cpv] = e.id
+            self.active_by_cpv[key] = e.id
             req.entries.append(e.id)
             new_entries.append(e)
         new_ids = {e.id for e in new_entries}
@@ -492,7 +538,8 @@ class State:
             if not is_new and e.state not in ("pending", "ready"):
                 continue  # already building or finished: its inputs are fixed
             for dep_cpv in deps.get(e.cpv, []):
-                did = self.active_by_cpv.get(dep_cpv)
+                did = self.active_by_cpv.get(
+                    keys.get(dep_cpv) or entry_key(dep_cpv, target_id, None))
                 if did is None or did == e.id or did in e.deps:
                     continue  # built, not in the queue, or known: satisfied
                 if not is_new and self._reaches(did, e.id):
@@ -519,6 +566,9 @@ class State:
             notices.append({"type": "build_complete", "data": self.request_summary(req)})
         notices.append(self._queue_notice())
         return Outcome(result=self.request_record(req), notices=notices)
+
+    def _publishing(self, e: Entry) -> bool:
+        return e.build_id is not None and self.builds[e.build_id].state == "publishing"
 
     def _reaches(self, start: str, target: str) -> bool:
         """Does entry ``start`` (transitively) depend on ``target``?"""
@@ -629,13 +679,17 @@ class State:
             e = self.entries[target]
             if e.state in FINAL:
                 return refuse("conflict", f"entry {target} is already {e.state}")
+            if self._publishing(e):
+                return refuse("conflict", f"entry {target} is built and being published")
             victims = [e]
         else:
             return refuse("not_found", f"no request or queue entry with id {target!r}")
         blocked_ids: list[str] = []
         for e in victims:
-            if e.state in FINAL:
-                continue  # blocked by an earlier victim of this same cancel
+            if e.state in FINAL or self._publishing(e):
+                # Blocked by an earlier victim of this same cancel, or built already and on
+                # its way into the index (it completes the request when it is there).
+                continue
             if e.state in ACTIVE and e.build_id:
                 b = self.builds[e.build_id]
                 self._end_build(b, "cancelled", ts, "cancelled by operator")
@@ -677,6 +731,8 @@ class State:
             d.registered = ts
         for k in ("hostname", "ip", "mac", "arch", "chost", "version"):
             setattr(d, k, str(ev.get(k, "")))
+        d.target = ev.get("target")
+        d.target_id = str(ev.get("target_id") or "")
         d.cores = max(1, int(ev.get("cores", 1)))
         d.slots = max(1, int(ev.get("slots", 1)))
         d.online = True
@@ -685,6 +741,19 @@ class State:
         if any(n["type"] == "build_progress" for n in notices):
             notices.append(self._queue_notice())
         return Outcome(result={"drone_id": did, "session": d.session}, notices=notices)
+
+    def _on_drone_target(self, ev: dict[str, Any]) -> Outcome:
+        """A drone's build environment changed (a repository sync, a new profile)."""
+        ts = float(ev["ts"])
+        d = self.drones.get(str(ev["drone_id"]))
+        if d is None:
+            return refuse("not_found", f"no drone {ev['drone_id']!r}")
+        if ev.get("session") is not None and ev["session"] != d.session:
+            return refuse("session_superseded", "drone has a newer session")
+        d.target = ev.get("target")
+        d.target_id = str(ev.get("target_id") or "")
+        return Outcome(result={"drone_id": d.id, "target_id": d.target_id},
+                       notices=[self._drone_notice(d, ts)])
 
     def _on_drone_offline(self, ev: dict[str, Any]) -> Outcome:
         ts = float(ev["ts"])
@@ -726,6 +795,9 @@ class State:
             return refuse("conflict", "entry is no longer ready")
         if len(d.builds) >= d.slots:
             return refuse("conflict", "drone has no free slot")
+        if not can_build(d, e):
+            return refuse("conflict", f"drone {d.name} cannot build entry {e.id} "
+                          f"(target {e.target_id or 'any'}, drone target {d.target_id or 'none'})")
         bid = f"b-{self.next_build:07d}"
         self.next_build += 1
         b = Build(id=bid, entry_id=e.id, cpv=e.cpv, drone_id=d.id, drone_name=d.name,
@@ -741,7 +813,9 @@ class State:
                    self._queue_notice()]
         return Outcome(
             result={"build_id": bid, "lease": b.lease, "package": e.cpv, "atom": "=" + e.cpv,
-                    "estimate_s": round(e.estimate_s * 8 / d.cores, 1)},
+                    "estimate_s": round(e.estimate_s * 8 / d.cores, 1),
+                    "use": None if e.use is None else list(e.use),
+                    "target_id": e.target_id or None},
             notices=notices,
         )
 
@@ -774,51 +848,114 @@ class State:
         d = self.drones[b.drone_id]
         notices: list[dict[str, Any]] = []
         b.duration_s = float(ev.get("duration_s") or 0.0)
-        if result == "returned":
+        if result == "returned" and ev.get("unbuildable"):
+            why = str(ev.get("error") or "the drone's plan refused the package")
+            self._return_build(b, ts, why, notices)
+            if d.id not in e.excluded:
+                e.excluded.append(d.id)
+            if e.state == "ready" and not any(
+                    x.online and can_build(x, e) for x in self.drones.values()):
+                self._finish_entry(
+                    e, "failed", ts,
+                    f"no drone of target {e.target_id or 'any'} can build it; last: {why}",
+                    notices)
+        elif result == "returned":
             self._return_build(b, ts, str(ev.get("error") or "returned by drone"), notices)
+        elif result == "success" and ev.get("publish"):
+            # On the binhost but not yet in its index: the drone is free, the entry waits
+            # for ``published`` (or ``publish_failed``) before it is built.
+            b.artifact = ev.get("artifact")
+            self._end_build(b, "publishing", ts)
+            b.state = "publishing"
+            b.result = None
+            notices.append(self._progress_notice(b, "progress", ts))
+            notices[-1]["data"]["percent"] = 100.0
         elif result == "success":
             b.artifact = ev.get("artifact")
-            self._end_build(b, "success", ts)
-            e.attempts += 1
-            e.history.append({"build_id": b.id, "drone": d.id, "result": "success",
-                              "error": None})
-            self.packages[e.cpv] = Package(cpv=e.cpv, build_id=b.id, artifact=b.artifact,
-                                           drone=d.id, built=ts)
-            if b.duration_s > 0:
-                self._learn(e.cp, b.duration_s * d.cores / 8)
-            d.failures_in_row = 0
-            d.streak_cps = []
-            d.cooldown_until = None
-            d.next_cooldown_s = 0.0
-            notices.append(self._progress_notice(b, "finished", ts))
-            self._finish_entry(e, "built", ts, None, notices)
+            self._succeed(b, e, d, ts, notices)
         else:  # failed
-            error = str(ev.get("error") or "build failed")
-            self._end_build(b, "failed", ts, error)
-            e.attempts += 1
-            e.history.append({"build_id": b.id, "drone": d.id, "result": "failed",
-                              "error": error})
-            if d.id not in e.failed_on:
-                e.failed_on.append(d.id)
-            if e.cp not in d.streak_cps:
-                d.streak_cps.append(e.cp)
-            d.failures_in_row += 1
-            if len(d.streak_cps) >= self.policy.failure_streak:
-                cool = d.next_cooldown_s or self.policy.cooldown_s
-                d.cooldown_until = ts + cool
-                d.next_cooldown_s = min(cool * 2, self.policy.cooldown_max_s)
-                d.streak_cps = []
-            notices.append(self._progress_notice(b, "finished", ts))
-            e.build_id = None
-            e.drone = None
-            if e.attempts > self.policy.max_retries:
-                self._finish_entry(e, "failed", ts,
-                                   f"failed {e.attempts} attempts; last error: {error}", notices)
-            else:
-                self._set_state(e, "ready", ts)
+            self._fail(b, e, d, ts, str(ev.get("error") or "build failed"), notices)
         notices.append(self._drone_notice(d, ts))
         notices.append(self._queue_notice())
         return Outcome(result={"build_id": b.id, "state": e.state}, notices=notices)
+
+    def _on_published(self, ev: dict[str, Any]) -> Outcome:
+        """swarmd put the build's package into the binhost index: the entry is built."""
+        b = self.builds.get(str(ev["build_id"]))
+        if b is None or b.state != "publishing":
+            return refuse("conflict", f"build {ev['build_id']} is not being published")
+        ts = float(ev["ts"])
+        e = self.entries[b.entry_id]
+        d = self.drones[b.drone_id]
+        notices: list[dict[str, Any]] = []
+        b.artifact = {k: ev[k] for k in ("path", "size", "sha256") if k in ev}
+        if ev.get("portage_build_id") is not None:
+            b.artifact["portage_build_id"] = ev["portage_build_id"]
+        if ev.get("upload"):
+            b.artifact["upload"] = ev["upload"]
+        self._succeed(b, e, d, ts, notices)
+        notices.append(self._queue_notice())
+        return Outcome(result={"build_id": b.id, "state": e.state}, notices=notices)
+
+    def _on_publish_failed(self, ev: dict[str, Any]) -> Outcome:
+        """The package could not be published (never arrived, corrupt, collision): a failed
+        attempt like any other, retried preferably elsewhere."""
+        b = self.builds.get(str(ev["build_id"]))
+        if b is None or b.state != "publishing":
+            return refuse("conflict", f"build {ev['build_id']} is not being published")
+        ts = float(ev["ts"])
+        e = self.entries[b.entry_id]
+        d = self.drones[b.drone_id]
+        notices: list[dict[str, Any]] = []
+        self._fail(b, e, d, ts, "publish: " + str(ev.get("error") or "failed"), notices)
+        notices.append(self._queue_notice())
+        return Outcome(result={"build_id": b.id, "state": e.state}, notices=notices)
+
+    def _succeed(self, b: Build, e: Entry, d: Drone, ts: float,
+                 notices: list[dict[str, Any]]) -> None:
+        self._end_build(b, "success", ts)
+        e.attempts += 1
+        e.history.append({"build_id": b.id, "drone": d.id, "result": "success",
+                          "error": None})
+        key = e.key or e.cpv
+        self.packages[key] = Package(cpv=e.cpv, build_id=b.id, artifact=b.artifact,
+                                     drone=d.id, built=ts, target_id=e.target_id,
+                                     use=None if e.use is None else list(e.use))
+        if b.duration_s and b.duration_s > 0:
+            self._learn(e.cp, b.duration_s * d.cores / 8)
+        d.failures_in_row = 0
+        d.streak_cps = []
+        d.cooldown_until = None
+        d.next_cooldown_s = 0.0
+        notices.append(self._progress_notice(b, "finished", ts))
+        self._finish_entry(e, "built", ts, None, notices)
+
+    def _fail(self, b: Build, e: Entry, d: Drone, ts: float, error: str,
+              notices: list[dict[str, Any]]) -> None:
+        self._end_build(b, "failed", ts, error)
+        e.attempts += 1
+        e.history.append({"build_id": b.id, "drone": d.id, "result": "failed",
+                          "error": error})
+        if d.id not in e.failed_on:
+            e.failed_on.append(d.id)
+        if e.cp not in d.streak_cps:
+            d.streak_cps.append(e.cp)
+        d.failures_in_row += 1
+        if len(d.streak_cps) >= self.policy.failure_streak:
+            cool = d.next_cooldown_s or self.policy.cooldown_s
+            d.cooldown_until = ts + cool
+            d.next_cooldown_s = min(cool * 2, self.policy.cooldown_max_s)
+            d.streak_cps = []
+        notices.append(self._progress_notice(b, "finished", ts))
+        e.build_id = None
+        e.drone = None
+        if e.state in FINAL:
+            return
+        if e.attempts > self.policy.max_retries:
+            self._finish_entry(e, "failed", ts,
+                               f"failed {e.attempts} attempts; last error: {error}", notices)
+        else:
+            self._set_state(e, "ready", ts)
 
     def _learn(self, cp: str, seconds8: float) -> None:
         old = self.history.get(cp)
@@ -863,12 +1000,12 @@ class State:
             del self.builds[bid]
         # Built packages: keep the newest of each cat/pn for good (what is on the binhost now);
         # older versions are forgotten once they are past the retention too.
-        newest: dict[str, Package] = {}
-        for p in self.packages.values():
-            cp = cp_of(p.cpv)
-            if cp not in newest or p.built > newest[cp].built:
-                newest[cp] = p
-        keep = {p.cpv for p in newest.values()}
+        newest: dict[tuple[str, str], tuple[str, Package]] = {}
+        for k, p in self.packages.items():
+            cp = (cp_of(p.cpv), p.target_id)
+            if cp not in newest or p.built > newest[cp][1].built:
+                newest[cp] = (k, p)
+        keep = {k for k, _p in newest.values()}
         gone_p = [c for c, p in self.packages.items() if c not in keep and p.built < before]
         for c in gone_p:
             del self.packages[c]
@@ -901,7 +1038,7 @@ class State:
             e = Entry(**raw)
             s.entries[e.id] = e
             if e.state not in FINAL:
-                s.active_by_cpv[e.cpv] = e.id
+                s.active_by_cpv[e.key or e.cpv] = e.id
         for raw in snap["requests"]:
             r = Request(**raw)
             s.requests[r.id] = r
@@ -912,11 +1049,11 @@ class State:
         for raw in snap["builds"]:
             b = Build(**raw)
             s.builds[b.id] = b
-            if b.state != "finished":
+            if b.state not in ("finished", "publishing"):
                 s.lease_index[b.lease] = b.id
         for raw in snap["packages"]:
             p = Package(**raw)
-            s.packages[p.cpv] = p
+            s.packages[entry_key(p.cpv, p.target_id, p.use)] = p
         s.history = {str(k): float(v) for k, v in snap["history"].items()}
         s.rebuild_derived()
         return s

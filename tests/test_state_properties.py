@@ -29,6 +29,7 @@ from swarmd.state import (
     Outcome,
     Policy,
     State,
+    can_build,
     records,
 )
 
@@ -41,7 +42,10 @@ def held_entries(s: State, rid: str) -> list[str]:
 
 
 def check_invariants(s: State) -> None:
-    unfinished_builds = {bid: b for bid, b in s.builds.items() if b.state != "finished"}
+    # builds being published hold no lease and no drone slot; their entry is still building
+    unfinished_builds = {bid: b for bid, b in s.builds.items()
+                         if b.state not in ("finished", "publishing")}
+    publishing = {b.entry_id: b for b in s.builds.values() if b.state == "publishing"}
     by_entry = collections.defaultdict(list)
     for b in unfinished_builds.values():
         by_entry[b.entry_id].append(b)
@@ -59,8 +63,12 @@ def check_invariants(s: State) -> None:
         if e.state not in FINAL:
             # a failed, cancelled or blocked dependency blocks everything downstream
             assert all(d.state == "built" or d.state not in FINAL for d in deps), e.id
-            assert s.active_by_cpv.get(e.cpv) == e.id
-        if e.state in ACTIVE:
+            assert s.active_by_cpv.get(e.key or e.cpv) == e.id
+        if e.id in publishing:
+            assert e.state == "building", e.id
+            assert e.build_id == publishing[e.id].id, e.id
+            assert by_entry[e.id] == [], e.id
+        elif e.state in ACTIVE:
             assert all_built, e.id
             # exactly one active build, with a valid lease, held by an online drone
             assert len(by_entry[e.id]) == 1, e.id
@@ -75,12 +83,13 @@ def check_invariants(s: State) -> None:
         else:
             assert by_entry[e.id] == [], e.id
         if e.state == "built":
-            assert e.cpv in s.packages
+            assert (e.key or e.cpv) in s.packages
         for did in e.deps:
             assert e.id in s.entries[did].dependents
         assert e.attempts <= s.policy.max_retries + 1
     # one unfinished entry per CPV
-    assert s.active_by_cpv == {e.cpv: e.id for e in s.entries.values() if e.state not in FINAL}
+    assert s.active_by_cpv == {e.key or e.cpv: e.id for e in s.entries.values()
+                               if e.state not in FINAL}
     # leases index exactly the unfinished builds
     assert s.lease_index == {b.lease: bid for bid, b in unfinished_builds.items()}
     for d in s.drones.values():
@@ -102,6 +111,10 @@ def check_invariants(s: State) -> None:
     assert s.counts == {k: sum(1 for e in s.entries.values() if e.state == k)
                         for k in ENTRY_STATES}
     assert s.ready_index == sorted(s._key(e) for e in s.entries.values() if e.state == "ready")
+    by_target: dict[str, list[Any]] = {}
+    for k in s.ready_index:
+        by_target.setdefault(s.entries[k[3]].target_id, []).append(k)
+    assert s.ready_by_target == by_target
     # the scheduler's drone indexes: every online drone by its cores, the free ones apart
     online: dict[int, set[str]] = {}
     free: dict[int, set[str]] = {}
@@ -126,7 +139,7 @@ def roundtrip(snap: dict[str, Any]) -> dict[str, Any]:
 
 def derived(s: State) -> tuple[Any, ...]:
     return (s.ready_index, s.counts, s.active_by_cpv, s.lease_index, s.drone_by_name,
-            s.online_by_cores, s.free_by_cores)
+            s.online_by_cores, s.free_by_cores, s.ready_by_target)
 
 
 # ------------------------------------------------------------------ (a) random DAGs
@@ -361,9 +374,16 @@ class QueueMachine(RuleBasedStateMachine):
         if self.live.requests and data.draw(st.integers(0, 5)) == 0:
             rid = data.draw(st.sampled_from(sorted(self.live.requests)))
         dup = rid in self.live.requests
-        out = self.commit({"type": "submit", "request_id": rid, "packages": pkgs, "deps": deps,
-                           "priority": data.draw(st.integers(-2, 2)),
-                           "cycles": []})
+        ev: dict[str, Any] = {"type": "submit", "request_id": rid, "packages": pkgs,
+                              "deps": deps, "priority": data.draw(st.integers(-2, 2)),
+                              "cycles": []}
+        tid = data.draw(st.sampled_from(["", "", "t1", "t2"]))
+        if tid:
+            ev["target_id"] = tid
+            ev["target"] = {"arch": tid}
+        if data.draw(st.booleans()):
+            ev["use"] = {p: data.draw(st.sampled_from([[], ["a"], ["a", "b"]])) for p in pkgs}
+        out = self.commit(ev)
         assert out.ok
         assert out.result["duplicate"] is dup
         if not dup:
@@ -388,10 +408,11 @@ class QueueMachine(RuleBasedStateMachine):
             assert self.live.requests[target].finished is not None
 
     @rule(name=st.sampled_from(NAMES), cores=st.sampled_from([1, 4, 16]),
-          slots=st.integers(1, 2))
-    def register(self, name: str, cores: int, slots: int) -> None:
+          slots=st.integers(1, 2), tid=st.sampled_from(["", "t1", "t2"]))
+    def register(self, name: str, cores: int, slots: int, tid: str) -> None:
         out = self.commit({"type": "register", "name": name, "session": self.mint("s-"),
-                           "cores": cores, "slots": slots, "hostname": name + ".lan"})
+                           "cores": cores, "slots": slots, "hostname": name + ".lan",
+                           "target_id": tid, "target": {"arch": tid} if tid else None})
         assert out.ok
         d = self.live.drones[out.result["drone_id"]]
         assert d.online
@@ -409,7 +430,7 @@ class QueueMachine(RuleBasedStateMachine):
         d = s.drones[data.draw(st.sampled_from(sorted(s.drones)))]
         session = d.session if data.draw(MOSTLY) else "stale-session"
         should = (s.entries[eid].state == "ready" and d.online and session == d.session
-                  and len(d.builds) < d.slots)
+                  and len(d.builds) < d.slots and can_build(d, s.entries[eid]))
         out = self.commit({"type": "assign", "entry_id": eid, "drone_id": d.id,
                            "session": session, "lease": self.mint("lease-")})
         assert out.ok == should
@@ -443,7 +464,8 @@ class QueueMachine(RuleBasedStateMachine):
         assert out.ok
         if result == "success":
             assert s.entries[b.entry_id].state == "built"
-            assert s.packages[b.cpv].build_id == b.id
+            e = s.entries[b.entry_id]
+            assert s.packages[e.key or b.cpv].build_id == b.id
 
     def _build(self, data: st.DataObject) -> tuple[str, str, bool]:
         s = self.live
@@ -472,16 +494,54 @@ class QueueMachine(RuleBasedStateMachine):
           duration=st.sampled_from([0.0, 12.5, 600.0]))
     def complete(self, data: st.DataObject, result: str, duration: float) -> None:
         bid, lease, valid = self._build(data)
-        out = self.commit({"type": "complete", "build_id": bid, "lease": lease,
-                           "result": result, "duration_s": duration,
-                           "artifact": {"path": "x.gpkg.tar", "sha256": "ab" * 32},
-                           "error": None if result == "success" else "boom"})
+        publish = result == "success" and data.draw(st.booleans())
+        unbuildable = result == "returned" and data.draw(st.booleans())
+        ev: dict[str, Any] = {"type": "complete", "build_id": bid, "lease": lease,
+                              "result": result, "duration_s": duration,
+                              "artifact": {"path": "x.gpkg.tar", "sha256": "ab" * 32},
+                              "error": None if result == "success" else "boom"}
+        if publish:
+            ev["publish"] = True
+        if unbuildable:
+            ev["unbuildable"] = True
+        out = self.commit(ev)
         assert out.ok == valid
         if valid:
-            e = self.live.entries[self.live.builds[bid].entry_id]
+            b = self.live.builds[bid]
+            e = self.live.entries[b.entry_id]
             expect = {"success": {"built"}, "returned": {"ready"},
                       "failed": {"ready", "failed"}}[result]
+            if publish:
+                expect = {"building"}
+                assert b.state == "publishing"
+            if unbuildable:
+                expect = {"ready", "failed"}
+                assert b.drone_id in e.excluded
             assert e.state in expect
+
+    @precondition(lambda self: any(b.state == "publishing" for b in self.live.builds.values()))
+    @rule(data=st.data(), ok=st.booleans())
+    def publish_done(self, data: st.DataObject, ok: bool) -> None:
+        s = self.live
+        bid = data.draw(st.sampled_from(sorted(
+            b.id for b in s.builds.values() if b.state == "publishing")))
+        if ok:
+            out = self.commit({"type": "published", "build_id": bid, "path": "c/p/x-1.gpkg.tar",
+                               "size": 10, "sha256": "cd" * 32, "portage_build_id": 1})
+        else:
+            out = self.commit({"type": "publish_failed", "build_id": bid, "error": "corrupt"})
+        assert out.ok
+        e = s.entries[s.builds[bid].entry_id]
+        assert e.state in ({"built"} if ok else {"ready", "failed"})
+
+    @precondition(lambda self: bool(self.live.drones))
+    @rule(data=st.data(), tid=st.sampled_from(["", "t1", "t2"]))
+    def drone_target(self, data: st.DataObject, tid: str) -> None:
+        d = self.live.drones[data.draw(st.sampled_from(sorted(self.live.drones)))]
+        out = self.commit({"type": "drone_target", "drone_id": d.id, "session": d.session,
+                           "target_id": tid, "target": {"arch": tid} if tid else None})
+        assert out.ok
+        assert d.target_id == tid
 
     @precondition(lambda self: bool(self.live.drones))
     @rule(data=st.data())

@@ -1,0 +1,255 @@
+"""Publishing built packages into the binhost index with portage's own code (SPEC section 12).
+
+Theory of operation
+-------------------
+A drone syncs the one file its build produced to ``<binhost_dir>/<relpath>`` where relpath is
+``cat/pn/<pf>-<BUILD_ID>.<ext>.<build id>.upload``: a name no other build can take, and one
+that portage does not take for a package (it does not end in ``.gpkg.tar``/``.xpak``/``.tbz2``),
+so an upload waiting for its publish never disturbs ``emaint binhost``.
+
+swarmd publishes one build at a time (``Binhost.publish``, blocking: swarmd runs it in a worker
+thread, one call at a time):
+
+1. the upload is there, with the size and sha256 the drone reported (else: "never arrived",
+   "corrupt upload");
+2. the package's own metadata names the leased CPV, and its BUILD_ID gives the final name
+   ``cat/pn/<pf>-<BUILD_ID>.<ext>`` (the name ``emaint binhost --fix`` would expect);
+3. if that name is taken by other content, the publish fails (a build-id collision: the
+   retry builds again and its drone allocates a higher BUILD_ID, since it sees this binhost);
+4. ``binarytree.inject`` takes portage's index lock, re-reads ``Packages`` (so an index edited
+   by hand meanwhile is kept), moves the file to its final name and writes ``Packages`` (and
+   ``Packages.gz``) atomically.
+
+Portage re-reads a remote index only when its ``TIMESTAMP`` (whole seconds) is newer than the
+copy it holds. So no two index writes may carry the same TIMESTAMP: before each write the
+publisher waits for a second later than the last write's. (At most one publish per second: a
+binhost that needs more should batch; see docs/BENCHMARKS.md.)
+
+The steps are idempotent after a crash: a publish that is journaled as begun but not as done
+is simply run again; if the upload is gone but the final file has the reported sha256, the
+move happened and only the index write is redone (``inject`` replaces an entry with the same
+path).
+
+Portage reads its configuration from this process's environment (``PORTAGE_CONFIGROOT``,
+``PORTAGE_OVERRIDE_EPREFIX``); the binhost needs ``FEATURES=binpkg-multi-instance`` there
+(make.globals has it), else ``Binhost`` refuses to start with one clear line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from swarmlib.errors import ConfigError
+
+log = logging.getLogger("swarmd.binhost")
+
+SUFFIXES = (".gpkg.tar", ".xpak", ".tbz2")
+UPLOAD_SUFFIX = ".upload"
+
+
+class PublishError(Exception):
+    """This build's package cannot be published; the attempt counts as failed."""
+
+
+@attrs.frozen(kw_only=True)
+class Published:
+    path: str  # binhost-relative final path
+    size: int
+    sha256: str
+    build_id: int  # portage's BUILD_ID
+
+
+def sha256_of(path: Path) -> tuple[int, str]:
+    h = hashlib.sha256()
+    size = 0
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+            size += len(chunk)
+    return size, h.hexdigest()
+
+
+def final_name(upload_rel: str) -> tuple[str, str, str]:
+    """``cat/pn/hello-1.0-1.gpkg.tar.b-0000007.upload`` -> (final relpath, basename, suffix).
+
+    Raises PublishError when the name is not an upload name.
+    """
+    if not upload_rel.endswith(UPLOAD_SUFFIX):
+        raise PublishError(f"{upload_rel}: not an upload name (expected "
+                           f"cat/pn/<file>.<build id>{UPLOAD_SUFFIX})")
+    stem = upload_rel[: -len(UPLOAD_SUFFIX)]
+    stem = stem.rsplit(".", 1)[0]  # drop the swarm build id
+    for sfx in SUFFIXES:
+        if stem.endswith(sfx):
+            base = os.path.basename(stem)[: -len(sfx)]
+            if sfx == ".tbz2":
+                stem = stem[: -len(sfx)] + ".xpak"
+                sfx = ".xpak"
+            return stem, base, sfx
+    raise PublishError(f"{upload_rel}: not a binary package name (.gpkg.tar or .xpak)")
+
+
+class Binhost:
+    """The binhost tree at ``root`` and its index. Blocking calls; one publish at a time."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+        self._lock = threading.Lock()
+        self._last_ts = 0
+        self._settings: Any = None
+
+    def open(self) -> None:
+        """Load portage and check its configuration; raises ConfigError (one line)."""
+        import portage
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        settings = portage.config(clone=portage.settings)
+        if "binpkg-multi-instance" not in settings.features:
+            raise ConfigError(
+                "binhost_dir: swarmd's portage configuration lacks "
+                "FEATURES=binpkg-multi-instance (is make.globals found? check "
+                "PORTAGE_CONFIGROOT / PORTAGE_OVERRIDE_EPREFIX of the swarmd service)")
+        self._settings = settings
+        self._last_ts = self.index_timestamp()
+        if not (self.root / "Packages").exists():
+            # An empty index, so that clients and drones see a valid binhost from the start.
+            self._write_empty_index()
+
+    def _tree(self) -> Any:
+        from portage.dbapi.bintree import binarytree
+
+        settings = self._settings
+        return binarytree(pkgdir=str(self.root), settings=settings)
+
+    def _write_empty_index(self) -> None:
+        from portage.getbinpkg import PackageIndex
+        from portage.util import atomic_ofstream
+
+        self._wait_new_second()
+        idx = PackageIndex(default_header_data={"VERSION": "0"})
+        idx.modified = True
+        out = atomic_ofstream(str(self.root / "Packages"), mode="w", encoding="utf-8")
+        try:
+            idx.write(out)
+        except BaseException:
+            out.abort()
+            raise
+        out.close()
+        self._last_ts = self.index_timestamp()
+
+    def index_timestamp(self) -> int:
+        try:
+            with (self.root / "Packages").open(encoding="utf-8", errors="replace") as fh:
+                for line in fh:
+                    if not line.strip():
+                        break
+                    if line.startswith("TIMESTAMP:"):
+                        return int(line.split(":", 1)[1].strip())
+        except (OSError, ValueError):
+            pass
+        return 0
+
+    def _wait_new_second(self) -> None:
+        last = max(self._last_ts, self.index_timestamp())
+        while int(time.time()) <= last:
+            time.sleep(max(0.01, last + 1 - time.time()))
+
+    def read_meta(self, path: Path, basename: str, sfx: str) -> dict[str, str]:
+        """CATEGORY, PF, BUILD_ID, USE of a package file, from the package itself."""
+        want = ["CATEGORY", "PF", "BUILD_ID", "USE"]
+        try:
+            if sfx == ".gpkg.tar":
+                from portage.gpkg import gpkg
+
+                raw = gpkg(self._settings, basename, str(path)).get_metadata(want)
+                meta = {k: (v.decode() if isinstance(v, bytes) else (v or "")) for k, v in
+                        raw.items()}
+            else:
+                from portage.xpak import tbz2
+
+                t = tbz2(str(path))
+                meta = {k: (t.getfile(k, b"") or b"").decode() for k in want}
+        except Exception as exc:  # portage raises many kinds for a damaged file
+            raise PublishError(f"not a readable binary package: {type(exc).__name__}: {exc}") \
+                from None
+        return {k: str(v).strip() for k, v in meta.items()}
+
+    def publish(self, cpv: str, upload_rel: str, size: int, sha256: str) -> Published:
+        """Check the upload and add it to the index (see the module docstring).
+
+        Blocking; raises PublishError (the attempt failed, nothing was published).
+        """
+        with self._lock:
+            return self._publish(cpv, upload_rel, size, sha256)
+
+    def _publish(self, cpv: str, upload_rel: str, size: int, sha256: str) -> Published:
+        if self._settings is None:
+            self.open()
+        if upload_rel.startswith("/") or ".." in upload_rel.split("/"):
+            raise PublishError(f"{upload_rel}: not a path under the binhost")
+        final_rel, basename, sfx = final_name(upload_rel)
+        upload = self.root / upload_rel
+        final = self.root / final_rel
+        cat, pf = cpv.split("/", 1)
+        if not basename.startswith(pf + "-"):
+            raise PublishError(f"{upload_rel}: the file name does not name {cpv}")
+        if upload.exists():
+            got_size, got_sha = sha256_of(upload)
+            if got_size != size or got_sha != sha256:
+                raise PublishError(
+                    f"corrupt upload {upload_rel}: {got_size} bytes, sha256 {got_sha[:16]}..., "
+                    f"the drone reported {size} bytes, sha256 {sha256[:16]}...")
+            source = upload
+        elif final.exists() and sha256_of(final) == (size, sha256):
+            source = final  # moved before a crash: only the index write is left to do
+        else:
+            raise PublishError(f"the package file never arrived: {upload_rel} is not in the "
+                               f"binhost (check the drone's sync_command and binhost_target)")
+        meta = self.read_meta(source, basename, sfx)
+        if meta.get("CATEGORY") != cat or meta.get("PF") != pf:
+            raise PublishError(f"{upload_rel} holds {meta.get('CATEGORY')}/{meta.get('PF')}, "
+                               f"not the leased {cpv}")
+        try:
+            build_id = int(meta.get("BUILD_ID") or "")
+        except ValueError:
+            raise PublishError(f"{upload_rel}: the package has no BUILD_ID (the drone's "
+                               "portage needs FEATURES=binpkg-multi-instance)") from None
+        if basename != f"{pf}-{build_id}":
+            raise PublishError(f"{upload_rel}: file name says {basename}, the package's "
+                               f"BUILD_ID is {build_id}")
+        if source is upload and final.exists():
+            if sha256_of(final) != (size, sha256):
+                raise PublishError(
+                    f"build id collision: {final_rel} is already published with other "
+                    f"content; a rebuild gets a new BUILD_ID")
+        self._wait_new_second()
+        tree = self._tree()
+        got = tree.inject(cpv, current_pkg_path=str(source), allocated_pkg_path=str(final))
+        self._last_ts = self.index_timestamp()
+        if got is None:
+            raise PublishError(f"portage refused {upload_rel} as a binary package of {cpv} "
+                               f"(see swarmd's log for portage's message)")
+        if upload.exists() and source is upload:
+            upload.unlink()
+        st = final.stat()
+        return Published(path=final_rel, size=st.st_size, sha256=sha256, build_id=build_id)
+
+    def indexed(self) -> dict[str, str]:
+        """{PATH: CPV} of every package in ``Packages`` (for checks after recovery)."""
+        from portage.getbinpkg import PackageIndex
+
+        idx = PackageIndex()
+        try:
+            with (self.root / "Packages").open(encoding="utf-8", errors="replace") as fh:
+                idx.read(fh)
+        except OSError:
+            return {}
+        return {str(d.get("PATH")): str(d.get("CPV")) for d in idx.packages}

@@ -1,0 +1,109 @@
+"""The publisher: the Trio task that moves successful builds into the binhost index.
+
+A success report with a binhost configured is journaled as ``complete`` with ``publish: true``:
+the build is then ``publishing`` (the drone is free, the entry is not yet ``built``). This task
+takes those builds one at a time, runs ``Binhost.publish`` in a worker thread, and journals the
+outcome: ``published`` (the entry is ``built``, its dependents become ready) or
+``publish_failed`` (a failed attempt, retried like any other). After a crash every build still
+``publishing`` in the recovered state is published again; ``Binhost.publish`` is idempotent,
+so the index ends up agreeing with the journal.
+
+An OSError (full disk, permissions) is not the package's fault: the build stays
+``publishing`` and is tried again with backoff, loudly logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from swarmd.binhost import Binhost, PublishError
+
+if TYPE_CHECKING:
+    from swarmd.service import Orchestrator
+
+log = logging.getLogger("swarmd.publish")
+
+
+class Publisher:
+    def __init__(self, orch: Orchestrator, root: Path) -> None:
+        self.orch = orch
+        self.binhost = Binhost(root)
+        self._send, self._recv = trio.open_memory_channel[str](math.inf)
+        self.published = 0
+        self.failed = 0
+        self.last_publish_s: float | None = None
+        self.last_error: str | None = None
+        self.durations: list[float] = []  # seconds per publish, the last 1000
+
+    def enqueue(self, build_id: str) -> None:
+        """Hand a ``publishing`` build to the task. Not a checkpoint."""
+        self._send.send_nowait(build_id)
+
+    def status(self) -> dict[str, Any]:
+        pending = sum(1 for b in self.orch.state.builds.values() if b.state == "publishing")
+        return {"dir": str(self.binhost.root), "published": self.published,
+                "publish_failed": self.failed, "publishing": pending,
+                "last_publish_s": self.last_publish_s, "last_error": self.last_error}
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Open the binhost (ConfigError is fatal), re-queue what a crash interrupted, then
+        publish builds as they come."""
+        await trio.to_thread.run_sync(self.binhost.open)
+        redo = sorted(b.id for b in self.orch.state.builds.values() if b.state == "publishing")
+        if redo:
+            log.info("publishing %d build(s) that were not in the index at the last stop",
+                     len(redo))
+        for bid in redo:
+            self.enqueue(bid)
+        log.info("publishing into %s", self.binhost.root)
+        task_status.started()
+        async for bid in self._recv:
+            await self._one(bid)
+
+    async def _one(self, bid: str) -> None:
+        failures = 0
+        while True:
+            b = self.orch.state.builds.get(bid)
+            if b is None or b.state != "publishing" or not b.artifact:
+                return
+            art = b.artifact
+            t0 = time.perf_counter()
+            try:
+                pub = await trio.to_thread.run_sync(
+                    self.binhost.publish, b.cpv, str(art.get("path", "")),
+                    int(art.get("size", -1)), str(art.get("sha256", "")))
+            except PublishError as exc:
+                self.failed += 1
+                self.last_error = str(exc)
+                log.warning("publish of %s (build %s from %s) failed: %s", b.cpv, bid,
+                            b.drone_name, exc, extra={"ids": {"build": bid}})
+                await self.orch.commit({"type": "publish_failed", "build_id": bid,
+                                        "error": str(exc)})
+                return
+            except OSError as exc:
+                failures += 1
+                delay = min(60.0, 2.0 ** failures)
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.error("publish of %s (build %s) could not write the binhost: %s; trying "
+                          "again in %.0f s", b.cpv, bid, exc, delay,
+                          extra={"ids": {"build": bid}})
+                await trio.sleep(delay)
+                continue
+            took = time.perf_counter() - t0
+            self.durations = [*self.durations[-999:], took]
+            self.published += 1
+            self.last_publish_s = round(took, 3)
+            await self.orch.commit({
+                "type": "published", "build_id": bid, "path": pub.path, "size": pub.size,
+                "sha256": pub.sha256, "portage_build_id": pub.build_id,
+                "upload": str(art.get("path", "")),
+            })
+            log.info("published %s as %s (%.2f s)", b.cpv, pub.path, took,
+                     extra={"ids": {"build": bid}})
+            return
