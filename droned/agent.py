@@ -7,7 +7,21 @@ Task tree (built by ``Agent.run``)::
     ├── heartbeat loop   every interval, never paused by builds; obeys revoked and commands
     └── builds nursery
         ├── lease loop   long-polls for work while a slot is free
-        └── one task per build: process + log shipper, then find/sync/hash, then the outbox
+        └── one task per build: plan check, process + log shipper, then find/sync/hash,
+            then the outbox, then the target read again
+
+Target (SPEC section 12): when ``build_command`` is emerge and ``read_target`` is true, the
+agent reads its portage target under ``build_env`` before registering (retrying with backoff
+until it can: a drone that cannot say what it builds for gets no work) and again after each
+build (a repository sync changes it). It is sent in register, and in the next heartbeat
+whenever it differs from the one swarmd last acknowledged.
+
+Building exactly one package (emerge build commands only): before compiling, the same argv
+with ``--pretend`` must plan the leased CPV as the only ``[ebuild]`` row; otherwise the lease is
+returned ``unbuildable`` with the reason. After the build, ``droned.portage_probe`` (a child
+process under ``build_env``) names the file this build wrote (by the BUILD_ID the package
+database records) and its USE, which must match the lease's ``use``; only that file is synced,
+under an ``.upload`` name that swarmd verifies and publishes.
 
 Sessions: any drone call answered 404 (unknown drone) or 409 ``session_superseded`` makes the
 agent register again (once, under a lock, whoever noticed first). Reports are sent with the
@@ -23,6 +37,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -32,17 +49,22 @@ import httpx
 import trio
 
 from droned import artifact as art
+from droned import plan
 from droned.backoff import Backoff
 from droned.build import Build, run_process
 from droned.config import DroneConfig, substitute
 from droned.identity import Identity, detect, load_average
 from droned.logbuffer import LogBuffer
 from droned.outbox import Outbox
+from droned.portage_probe import use_mismatch
+from swarmlib.errors import ConfigError
+from swarmlib.target import describe, read_target, target_id
 
 log = logging.getLogger("droned.agent")
 
 FLUSH_ON_STOP_S = 10.0  # how long a stopping agent tries to deliver its reports
 SYNC_ATTEMPTS = 3
+PROBE_TIMEOUT_S = 120.0
 
 
 class _Pulse:
@@ -106,6 +128,13 @@ class Agent:
         self._slots = trio.Semaphore(cfg.slots)
         self._client: httpx.AsyncClient | None = None
         self._changed = _Pulse()
+        self.target: dict[str, Any] | None = None  # None: not read (read_target = false)
+        self._target_sent: dict[str, Any] | None = None  # what swarmd last acknowledged
+        self._target_lock = trio.Lock()
+        self._target_read_at = -1e9  # trio clock of the last successful read
+        # Only emerge has a portage configuration worth describing; the fake emerge of the
+        # tests and the demo builds for any target, so such a drone sends none.
+        self.reads_target = cfg.read_target and plan.is_emerge(cfg.build_command)
 
     # ---- control -------------------------------------------------------------------------
 
@@ -141,6 +170,8 @@ class Agent:
             self._client = client
             async with trio.open_nursery() as root:
                 with trio.CancelScope() as self._startup_scope:
+                    if self.reads_target:
+                        await self._read_target_until_ok()
                     await self._register(None)
                 self._startup_scope = None
                 if self._stop.is_set():
@@ -232,10 +263,11 @@ class Agent:
             while True:
                 # Leftover reports first: a new session makes swarmd take back the old builds.
                 await self._deliver_pending()
+                target = self.target
                 try:
                     resp = await self._request(
                         "/api/drones/register",
-                        json_body=self.identity.register_body(self.cfg.slots),
+                        json_body=self.identity.register_body(self.cfg.slots, target),
                     )
                     if resp.status_code != 200:
                         raise Unreachable(f"HTTP {resp.status_code}: {_error_text(resp)}")
@@ -247,6 +279,7 @@ class Agent:
                         session=str(doc["session"]),
                         heartbeat_interval_s=max(0.05, interval),
                     )
+                    self._target_sent = target
                 except (Unreachable, ValueError, KeyError, TypeError) as exc:
                     delay = backoff.next()
                     log.warning("register failed (%s); retrying in %.1fs", exc, delay)
@@ -270,17 +303,21 @@ class Agent:
             if p is not None:
                 item["progress"] = p
             builds.append(item)
-        return {
+        body: dict[str, Any] = {
             "status": "building" if self._running() else "ready",
             "load": load_average(),
             "builds": builds,
         }
+        if self.target is not None and self.target != self._target_sent:
+            body["target"] = self.target
+        return body
 
     async def _heartbeat_loop(self) -> None:
         failing = False
         while True:
+            body = self._heartbeat_body()
             try:
-                session, resp = await self._drone_call("heartbeat", self._heartbeat_body())
+                session, resp = await self._drone_call("heartbeat", body)
             except SessionLost:
                 continue
             except Unreachable as exc:
@@ -293,6 +330,9 @@ class Agent:
                 log.info("swarmd answers heartbeats again")
                 failing = False
             if resp.status_code == 200:
+                if "target" in body and session is self.session:
+                    self._target_sent = body["target"]
+                    log.info("target change sent with a heartbeat")
                 try:
                     self._obey(resp.json())
                 except (ValueError, TypeError, AttributeError) as exc:
@@ -333,6 +373,9 @@ class Agent:
                 await self._slots.acquire()
                 handed_over = False
                 try:
+                    if self.reads_target and (trio.current_time() - self._target_read_at
+                                              >= self.cfg.target_refresh_s):
+                        await self._refresh_target()  # idle for a while: a sync may have run
                     t0 = trio.current_time()
                     try:
                         with trio.fail_after(self.cfg.lease_wait_s + 15.0):
@@ -378,12 +421,18 @@ class Agent:
             if cpv.startswith("="):
                 cpv = cpv[1:]
             est = doc.get("estimate_s")
+            use = doc.get("use")
+            if use is not None and (
+                not isinstance(use, list) or not all(isinstance(f, str) for f in use)
+            ):
+                raise TypeError(f"use: expected a list of flags or null, got {use!r}")
             build = Build(
                 build_id=str(doc["build_id"]),
                 lease=str(doc["lease"]),
                 cpv=cpv,
                 atom=str(doc.get("atom") or f"={cpv}"),
                 estimate_s=float(est) if est else None,
+                use=use,
                 started_wall=time.time(),
                 started_at=trio.current_time(),
                 log=LogBuffer(self.cfg.log_buffer_bytes),
@@ -412,20 +461,25 @@ class Agent:
                 self.outbox.put(build.build_id, body)
                 self._report_wakeup.set()
                 self._changed.fire()
+            if self.reads_target and not self._stop.is_set():
+                await self._refresh_target()  # before this slot asks for work again
         finally:
             self._slots.release()
 
     def _report(
         self, build: Build, result: str, *, error: str | None = None,
-        artifact: dict[str, Any] | None = None,
+        artifact: dict[str, Any] | None = None, unbuildable: bool = False,
     ) -> dict[str, Any]:
-        return {
+        body: dict[str, Any] = {
             "lease": build.lease,
             "result": result,
             "duration_s": round(max(0.0, trio.current_time() - build.started_at), 3),
             "artifact": artifact,
             "error": error,
         }
+        if unbuildable:
+            body["unbuildable"] = True
+        return body
 
     def _stopped_report(self, build: Build) -> dict[str, Any] | None:
         if build.stop_reason == "revoked":
@@ -435,9 +489,10 @@ class Agent:
 
     async def _execute(self, build: Build) -> dict[str, Any] | None:
         cfg = self.cfg
+        cat, pn, _pf = art.split_cpv(build.cpv)
         argv = substitute(cfg.build_command, {
-            "cpv": build.cpv, "atom": build.atom, "build_id": build.build_id,
-            "cores": str(cfg.cores), "pkgdir": cfg.pkgdir,
+            "cpv": build.cpv, "cp": f"{cat}/{pn}", "atom": build.atom,
+            "build_id": build.build_id, "cores": str(cfg.cores), "pkgdir": cfg.pkgdir,
         })
         build.log.append(
             f">>> swarm-drone {cfg.name}: build {build.build_id} of {build.cpv}: "
@@ -455,8 +510,21 @@ class Agent:
 
     async def _build_and_sync(self, build: Build, argv: list[str]) -> dict[str, Any] | None:
         cfg = self.cfg
+        emerge = plan.is_emerge(argv)
+        if emerge:
+            try:
+                refused = await self._check_plan(build, argv)
+            except OSError as exc:
+                return self._report(build, "failed", error=f"cannot run {argv[0]}: {exc}")
+            if build.stop_reason:
+                return self._stopped_report(build)
+            if refused is not None:
+                log.warning("plan refused: %s", refused.splitlines()[0], extra={"ids": build.ids()})
+                build.log.append(f">>> swarm-drone: not building: plan: {refused}\n".encode())
+                return self._report(build, "returned", error=f"plan: {refused}", unbuildable=True)
+            build.log.append(f">>> swarm-drone: build {json.dumps(argv)}\n".encode())
         try:
-            rc = await run_process(build, argv, kill_grace_s=cfg.kill_grace_s)
+            rc = await run_process(build, argv, kill_grace_s=cfg.kill_grace_s, env=cfg.build_env)
         except OSError as exc:
             return self._report(build, "failed", error=f"cannot run {argv[0]}: {exc}")
         if build.stop_reason:
@@ -468,15 +536,23 @@ class Agent:
                 error=f"{argv[0]} failed with {how}; last lines:\n{build.log.tail()}",
             )
         build.phase = "syncing"
-        pkg = art.find_package(Path(cfg.pkgdir), build.cpv, since=build.started_wall)
-        if pkg is None:
-            return self._report(
-                build, "failed",
-                error=(f"no binary package: the build exited 0 but no package of {build.cpv} "
-                       f"newer than the build's start was found in {cfg.pkgdir} "
-                       f"(is --buildpkg / FEATURES=buildpkg in effect?)"),
-            )
-        relpath = art.binhost_relpath(build.cpv, pkg, build_id=build.build_id, drone=cfg.name)
+        if emerge:
+            found = await self._probe(build)
+            if isinstance(found, str):
+                return self._report(build, "failed", error=found)
+            pkg = found
+        else:
+            # Not emerge (the fake emerge of the tests and the demo): the newest file will do.
+            maybe = art.find_package(Path(cfg.pkgdir), build.cpv, since=build.started_wall)
+            if maybe is None:
+                return self._report(
+                    build, "failed",
+                    error=(f"no binary package: the build exited 0 but no package of "
+                           f"{build.cpv} newer than the build's start was found in {cfg.pkgdir} "
+                           f"(is --buildpkg / FEATURES=buildpkg in effect?)"),
+                )
+            pkg = maybe
+        relpath = art.binhost_relpath(build.cpv, pkg, build_id=build.build_id)
         error = await self._sync(build, pkg, relpath)
         if build.stop_reason:
             return self._stopped_report(build)
@@ -488,6 +564,55 @@ class Agent:
         return self._report(
             build, "success", artifact={"path": relpath, "size": size, "sha256": sha256}
         )
+
+    async def _check_plan(self, build: Build, argv: list[str]) -> str | None:
+        """Run the build argv with ``--pretend``; None when it builds only the package.
+
+        A checkpoint while emerge runs; its output also goes into the build log. Raises OSError
+        when emerge cannot be started.
+        """
+        pretend = plan.plan_argv(argv)
+        build.log.append(f">>> swarm-drone: plan {json.dumps(pretend)}\n".encode())
+        out = bytearray()
+        rc = await run_process(build, pretend, kill_grace_s=self.cfg.kill_grace_s,
+                               env={**self.cfg.build_env, "NO_COLOR": "1"}, capture=out)
+        return plan.check_plan(out.decode("utf-8", "replace"), build.cpv, returncode=rc)
+
+    async def _probe(self, build: Build) -> Path | str:
+        """The file this build produced (asked of portage under build_env), or the error.
+
+        Checks the built USE against the lease's. A checkpoint while the probe runs.
+        """
+        argv = [sys.executable, "-m", "droned.portage_probe", "built", f"={build.cpv}"]
+        proc: subprocess.CompletedProcess[bytes] | None = None
+        with trio.move_on_after(PROBE_TIMEOUT_S):
+            proc = await trio.run_process(
+                argv, env={**os.environ, **self.cfg.build_env}, capture_stdout=True,
+                capture_stderr=True, check=False, stdin=subprocess.DEVNULL,
+            )
+        if proc is None:
+            return f"probe: no answer from portage within {PROBE_TIMEOUT_S:.0f} s"
+        err_lines = proc.stderr.decode("utf-8", "replace").strip().splitlines()
+        if proc.returncode != 0:
+            why = err_lines[-1] if err_lines else f"exit code {proc.returncode}"
+            return f"probe: cannot find the package this build produced: {why}"
+        try:
+            doc = json.loads(proc.stdout.decode().strip().splitlines()[-1])
+            path = Path(str(doc["path"]))
+            use = [str(f) for f in doc["use"]]
+            iuse = [str(f) for f in doc["iuse"]]
+            portage_build_id = str(doc["build_id"])
+        except (ValueError, KeyError, TypeError, IndexError) as exc:
+            return f"probe: unexpected output ({exc!r})"
+        build.log.append(
+            f">>> swarm-drone: built {path} (BUILD_ID {portage_build_id}), "
+            f"USE=\"{' '.join(use)}\"\n".encode()
+        )
+        mismatch = use_mismatch(use, iuse, build.use)
+        if mismatch:
+            build.log.append(f">>> swarm-drone: {mismatch}; not syncing\n".encode())
+            return mismatch
+        return path
 
     async def _sync(self, build: Build, pkg: Path, relpath: str) -> str | None:
         """Run sync_command (retried); None when it worked, else the error."""
@@ -508,7 +633,8 @@ class Agent:
         for attempt in range(1, SYNC_ATTEMPTS + 1):
             build.log.append(f">>> swarm-drone: sync {json.dumps(argv)}\n".encode())
             try:
-                rc = await run_process(build, argv, kill_grace_s=cfg.kill_grace_s)
+                rc = await run_process(build, argv, kill_grace_s=cfg.kill_grace_s,
+                                       env=cfg.build_env)
             except OSError as exc:
                 return f"sync failed: cannot run {argv[0]}: {exc}"
             if build.stop_reason or rc == 0:
@@ -517,6 +643,46 @@ class Agent:
             if attempt < SYNC_ATTEMPTS:
                 await trio.sleep(backoff.next())
         return error
+
+    # ---- target --------------------------------------------------------------------------
+
+    async def _read_target_once(self) -> dict[str, Any]:
+        """read_target under build_env in a worker thread (a child process, ~0.5 s).
+
+        A checkpoint; cancelling it abandons the thread (the child ends within its timeout).
+        Raises ConfigError.
+        """
+        env = dict(self.cfg.build_env)
+        target = await trio.to_thread.run_sync(lambda: read_target(env), abandon_on_cancel=True)
+        self._target_read_at = trio.current_time()
+        return target
+
+    async def _read_target_until_ok(self) -> None:
+        """At start: no work before the target is known. Retries with backoff, never raises."""
+        backoff = Backoff(self.cfg.backoff_base_s, self.cfg.backoff_max_s)
+        while True:
+            try:
+                self.target = await self._read_target_once()
+            except ConfigError as exc:
+                delay = backoff.next()
+                log.error("cannot read the portage target under build_env (%s); "
+                          "retrying in %.1fs", exc, delay)
+                await trio.sleep(delay)
+                continue
+            log.info("target", extra={"ids": {"target": _describe(self.target)}})
+            return
+
+    async def _refresh_target(self) -> None:
+        """After a build: read the target again; a change goes out with the next heartbeat."""
+        async with self._target_lock:
+            try:
+                target = await self._read_target_once()
+            except ConfigError as exc:
+                log.warning("cannot read the portage target again (%s); keeping the last one", exc)
+                return
+            if target != self.target:
+                log.info("target changed", extra={"ids": {"target": _describe(target)}})
+                self.target = target
 
     # ---- build log -----------------------------------------------------------------------
 
@@ -589,3 +755,8 @@ class Agent:
                 with trio.move_on_after(backoff.next()):
                     # A new report does not cut the wait short: swarmd is away.
                     await trio.sleep_forever()
+
+
+
+def _describe(target: dict[str, Any]) -> str:
+    return f"{target_id(target)} ({describe(target)})"

@@ -7,11 +7,11 @@ Layouts of PKGDIR that portage writes:
   ``cat/pn/pf-N.gpkg.tar`` or ``cat/pn/pf-N.xpak`` (N is portage's build id);
 - classic: ``cat/pf.gpkg.tar`` or ``cat/pf.tbz2``.
 
-Binhost name (``relpath``): ``cat/pn/pf-N.<ext>`` where N is the numeric part of swarmd's build
-id (``b-000123`` -> 123). swarmd mints build ids from its journal and never reuses one, and each
-build id belongs to exactly one drone, so no other drone's build can write the same file; the
-tree also stays a valid binpkg-multi-instance layout that portage (``emaint binhost --fix``) can
-index. A build id without digits falls back to ``cat/pn/pf-<drone>-<build_id>.<ext>``.
+Binhost upload name (``relpath``): ``cat/pn/<file>.<build_id>.upload``, e.g.
+``swarm-demo/hello/hello-1.0-1.gpkg.tar.b-0000007.upload``. swarmd mints build ids from its
+journal, never reuses one and gives each to exactly one drone, so no two uploads collide; the
+``.upload`` suffix keeps portage (``emaint binhost``, a client's index scan) from taking the file
+for a package before swarmd has checked its size and sha256 and moved it into its index itself.
 """
 
 from __future__ import annotations
@@ -80,17 +80,11 @@ def find_package(pkgdir: Path, cpv: str, *, since: float) -> Path | None:
     return best[1] if best else None
 
 
-def binhost_relpath(cpv: str, artifact: Path, *, build_id: str, drone: str) -> str:
-    cat, pn, pf = split_cpv(cpv)
-    sfx = _suffix(artifact.name) or artifact.suffix
-    if sfx == ".tbz2":
-        sfx = ".xpak"  # multi-instance name of an xpak package
-    digits = re.findall(r"[0-9]+", build_id)
-    if digits and int(digits[-1]) > 0:
-        name = f"{pf}-{int(digits[-1])}{sfx}"
-    else:
-        name = f"{pf}-{_SAFE.sub('_', drone)}-{_SAFE.sub('_', build_id)}{sfx}"
-    return f"{cat}/{pn}/{name}"
+def binhost_relpath(cpv: str, artifact: Path, *, build_id: str) -> str:
+    """Where the drone uploads ``artifact`` under the binhost (see the module docstring)."""
+    cat, pn, _pf = split_cpv(cpv)
+    bid = _SAFE.sub("_", build_id) or "build"
+    return f"{cat}/{pn}/{artifact.name}.{bid}.upload"
 
 
 def digest(path: Path) -> tuple[int, str]:

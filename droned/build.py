@@ -1,8 +1,9 @@
 """One leased build on this drone: its identity, its log, its process, how it ends.
 
 Theory of operation. A build goes through phases
-``building`` (the build argv runs) -> ``syncing`` (the package is found, synced, hashed) ->
-``reporting`` (its completion report waits in the outbox) -> gone (swarmd answered).
+``building`` (the plan check, then the build argv runs) -> ``syncing`` (the package is found
+and its USE checked, then synced, hashed) -> ``reporting`` (its completion report waits in the
+outbox) -> gone (swarmd answered).
 At any point before ``reporting`` it can be stopped: ``stop("revoked")`` (swarmd took the lease
 back: the process group is killed and nothing is reported) or ``stop("returned")`` (the agent is
 shutting down or re-executing: the process group is killed and the build is reported
@@ -14,7 +15,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import attrs
 import trio
@@ -29,6 +30,7 @@ class Build:
     cpv: str
     atom: str
     estimate_s: float | None
+    use: list[str] | None  # enabled USE flags the lease asks for; None: not checked
     started_wall: float
     started_at: float  # trio.current_time()
     log: LogBuffer
@@ -63,8 +65,18 @@ def _killpg(pgid: int, sig: int) -> None:
         pass
 
 
-async def run_process(build: Build, argv: Sequence[str], *, kill_grace_s: float) -> int:
+async def run_process(
+    build: Build,
+    argv: Sequence[str],
+    *,
+    kill_grace_s: float,
+    env: Mapping[str, str] | None = None,
+    capture: bytearray | None = None,
+) -> int:
     """Run ``argv`` (no shell) in its own session, output into ``build.log``; its exit status.
+
+    ``env`` is laid over this process's environment (``PATH`` in it also finds ``argv[0]``).
+    ``capture``, when given, receives a copy of the output (the caller bounds what it runs).
 
     A checkpoint for as long as the process runs. If ``build.stop()`` is called the whole
     process group gets SIGTERM, then SIGKILL after ``kill_grace_s``. If this call is cancelled
@@ -73,6 +85,7 @@ async def run_process(build: Build, argv: Sequence[str], *, kill_grace_s: float)
     """
     proc = await trio.lowlevel.open_process(
         list(argv),
+        env={**os.environ, **env} if env else None,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -87,6 +100,8 @@ async def run_process(build: Build, argv: Sequence[str], *, kill_grace_s: float)
         try:
             while data := await stdout.receive_some(65536):
                 build.log.append(bytes(data))
+                if capture is not None:
+                    capture.extend(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         finally:

@@ -12,11 +12,14 @@ import attrs
 from swarmlib.config import key, load, secret_field
 from swarmlib.errors import ConfigError
 
-DEFAULT_BUILD_COMMAND = ["emerge", "--oneshot", "--buildpkg", "--usepkg", "--getbinpkg", "={cpv}"]
+# Builds only the leased package: dependencies come from the binhost as binaries, the package
+# itself never does (SPEC section 12). emerge accepts ``--usepkg-exclude=cat/pn`` in this form.
+DEFAULT_BUILD_COMMAND = ["emerge", "--oneshot", "--buildpkg", "--usepkg", "--getbinpkg",
+                         "--usepkg-exclude={cp}", "={cpv}"]
 DEFAULT_SYNC_COMMAND = ["rsync", "-a", "{artifact}", "{binhost_target}/{relpath}"]
 
 # Placeholders each command may use; anything else in braces is left as it is.
-BUILD_PLACEHOLDERS = ("cpv", "atom", "build_id", "cores", "pkgdir")
+BUILD_PLACEHOLDERS = ("cpv", "cp", "atom", "build_id", "cores", "pkgdir")
 SYNC_PLACEHOLDERS = ("artifact", "binhost_target", "relpath", "cpv", "build_id", "pkgdir")
 
 
@@ -50,6 +53,16 @@ class DroneConfig:
     binhost_target: str = key("", "where sync_command puts packages ({binhost_target})")
     build_command: list[str] = key(DEFAULT_BUILD_COMMAND, "build argv, placeholders {cpv} ...")
     sync_command: list[str] = key(DEFAULT_SYNC_COMMAND, "sync argv, placeholders {artifact} ...")
+    build_env: dict[str, str] = key(
+        {}, "environment overlay (TOML table only) for the build, plan, probe, sync and target"
+    )
+    read_target: bool = key(
+        True, "read the portage target (needs real portage under build_env) and send it"
+    )
+    target_refresh_s: float = key(
+        60.0, "an idle drone reads its target again this often (a repository sync changes it)",
+        validator=_positive("target_refresh_s"),
+    )
     heartbeat_interval_s: float = key(
         30.0, "heartbeat interval until swarmd's register reply says otherwise",
         validator=_positive("heartbeat_interval_s"),
@@ -89,6 +102,11 @@ class DroneConfig:
             raise ConfigError("build_command: must contain {cpv} or {atom}")
         if not any("{artifact}" in a for a in self.sync_command):
             raise ConfigError("sync_command: must contain {artifact}")
+        for k, v in self.build_env.items():
+            if not isinstance(k, str) or not k or "=" in k or not isinstance(v, str):
+                raise ConfigError(
+                    f"build_env: expected a table of NAME = \"string\", got {k!r} = {v!r}"
+                )
         if not self.binhost_target and any("{binhost_target}" in a for a in self.sync_command):
             raise ConfigError("binhost_target: not set (sync_command uses {binhost_target})")
         if not 0 <= self.lease_wait_s <= 30:

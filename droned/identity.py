@@ -1,6 +1,8 @@
 """Who this drone is: hostname, primary IP and its MAC, cores, arch, CHOST, load.
 
-Everything here is read once at start (except the load average) and sent with register.
+Everything here is read once at start (except the load average) and sent with register. The
+portage target (SPEC section 12) is not identity: it changes with a repository sync, so the
+agent reads it itself (``swarmlib.target.read_target``) and sends it beside these fields.
 None of it sends network traffic: the primary IP is the source address the kernel would use to
 reach the orchestrator (a connected UDP socket sends nothing).
 """
@@ -15,6 +17,7 @@ import socket
 import struct
 import subprocess
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import attrs
@@ -59,8 +62,11 @@ class Identity:
     chost: str
     version: str = swarmlib.__version__
 
-    def register_body(self, slots: int) -> dict[str, object]:
-        return {
+    def register_body(
+        self, slots: int, target: dict[str, Any] | None = None
+    ) -> dict[str, object]:
+        """The register call's body; ``target`` (SPEC section 12) only when the drone has one."""
+        body: dict[str, object] = {
             "name": self.name,
             "hostname": self.hostname,
             "ip": self.ip,
@@ -71,6 +77,9 @@ class Identity:
             "version": self.version,
             "slots": slots,
         }
+        if target is not None:
+            body["target"] = target
+        return body
 
 
 def hostname() -> str:

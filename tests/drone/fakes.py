@@ -53,8 +53,9 @@ class FakeSwarmd:
 
     # ---- knobs ---------------------------------------------------------------------------
 
-    def add_job(self, cpv: str, estimate_s: float | None = None) -> None:
-        self.jobs.append({"cpv": cpv, "estimate_s": estimate_s})
+    def add_job(self, cpv: str, estimate_s: float | None = None,
+                use: list[str] | None = None) -> None:
+        self.jobs.append({"cpv": cpv, "estimate_s": estimate_s, "use": use})
         self._work.set()
 
     def supersede(self) -> None:
@@ -177,7 +178,7 @@ class FakeSwarmd:
         build_id = f"b-{next(self._builds):06d}"
         lease = f"L-{build_id}-{os.urandom(4).hex()}"
         rec = {"build_id": build_id, "lease": lease, "package": job["cpv"],
-               "atom": "=" + job["cpv"], "estimate_s": job["estimate_s"]}
+               "atom": "=" + job["cpv"], "estimate_s": job["estimate_s"], "use": job["use"]}
         self.leases[build_id] = rec
         self._note("lease", rec)
         return 200, rec

@@ -71,6 +71,7 @@ async def test_build_success_end_to_end(
         reg = fake_swarmd.registrations[0]
         assert reg["name"] == "drone-test"
         assert {"hostname", "ip", "mac", "cores", "arch", "chost", "version"} <= set(reg)
+        assert "target" not in reg  # the fake emerge builds for no particular target
         await fake_swarmd.wait_for(lambda: bool(fake_swarmd.completes))
     build_id, body = fake_swarmd.completes[0]
     lease = fake_swarmd.leases[build_id]["lease"]
@@ -79,8 +80,8 @@ async def test_build_success_end_to_end(
     assert body["error"] is None
     assert body["duration_s"] >= 1.0
     relpath = body["artifact"]["path"]
-    # binpkg-multi-instance name with swarmd's build number: b-000001 -> -1
-    assert relpath == "dev-libs/libfoo/libfoo-1.2.3-r1-1.gpkg.tar"
+    # The file's own name, then swarmd's build id: unique, and no package name until published.
+    assert relpath == "dev-libs/libfoo/libfoo-1.2.3-r1-1.gpkg.tar.b-000001.upload"
     synced = tmp_path / "binhost" / relpath
     data = synced.read_bytes()
     assert body["artifact"]["size"] == len(data)
@@ -160,7 +161,7 @@ async def test_swarmd_away_during_completion(
     async with running(cfg) as agent:
         await wait_pids(fake_env)  # the build runs
         fake_swarmd.take_down()
-        synced = tmp_path / "binhost" / "dev-lang/rust/rust-1.80.0-1.gpkg.tar"
+        synced = tmp_path / "binhost" / "dev-lang/rust/rust-1.80.0-1.gpkg.tar.b-000001.upload"
         # the build goes on without swarmd, its report waits on disk
         await poll(lambda: bool(Outbox(Path(cfg.state_dir)).pending()), 10)
         assert synced.is_file()

@@ -15,6 +15,7 @@ from droned.config import DroneConfig, load_config, substitute
 from droned.logbuffer import LogBuffer
 from droned.main import main
 from droned.outbox import Outbox
+from swarmlib.errors import ConfigError
 
 
 def test_log_buffer_is_bounded_and_marks_drops() -> None:
@@ -67,15 +68,21 @@ def test_find_package_layouts(tmp_path: Path) -> None:
     assert artifact.find_package(tmp_path, "app-misc/none-1", since=now) is None
 
 
-def test_binhost_names_are_unique_per_build() -> None:
+def test_binhost_upload_names_are_unique_per_build_and_not_packages() -> None:
     p = Path("/pkgdir/dev-libs/foo/foo-1.0-r2-7.gpkg.tar")
-    a = artifact.binhost_relpath("dev-libs/foo-1.0-r2", p, build_id="b-000123", drone="d1")
-    b = artifact.binhost_relpath("dev-libs/foo-1.0-r2", p, build_id="b-000124", drone="d2")
-    assert a == "dev-libs/foo/foo-1.0-r2-123.gpkg.tar"
+    a = artifact.binhost_relpath("dev-libs/foo-1.0-r2", p, build_id="b-000123")
+    b = artifact.binhost_relpath("dev-libs/foo-1.0-r2", p, build_id="b-000124")
+    assert a == "dev-libs/foo/foo-1.0-r2-7.gpkg.tar.b-000123.upload"
     assert a != b
+    # Same file name in two drones' PKGDIRs (both wrote BUILD_ID 7): still apart.
+    assert artifact.binhost_relpath("dev-libs/foo-1.0-r2", Path("/other/foo-1.0-r2-7.gpkg.tar"),
+                                    build_id="b-000124") == b
     x = artifact.binhost_relpath("app-misc/bar-2", Path("/p/app-misc/bar-2.tbz2"),
-                                 build_id="zz", drone="my drone")
-    assert x == "app-misc/bar/bar-2-my_drone-zz.xpak"
+                                 build_id="../x y")
+    assert x == "app-misc/bar/bar-2.tbz2..._x_y.upload"  # one name, no "/"
+    for name in (a, b, x):
+        assert not name.endswith(artifact.SUFFIXES)
+        assert ".." not in name.split("/")
 
 
 def test_digest(tmp_path: Path) -> None:
@@ -112,7 +119,10 @@ def test_config_defaults_and_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert cfg.token == "sekrit"
     assert cfg.slots == 2
     assert cfg.cores == (os.cpu_count() or 1)
-    assert cfg.build_command[-1] == "={cpv}"
+    assert cfg.build_command == ["emerge", "--oneshot", "--buildpkg", "--usepkg", "--getbinpkg",
+                                 "--usepkg-exclude={cp}", "={cpv}"]
+    assert cfg.build_env == {}
+    assert cfg.read_target is True
     assert "sekrit" not in repr(cfg)
     assert isinstance(cfg, DroneConfig)
 
@@ -135,3 +145,37 @@ def test_bad_config_exits_2_with_one_line(
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert needle in err
+
+
+def test_build_env_is_a_toml_table(tmp_path: Path) -> None:
+    conf = tmp_path / "drone.toml"
+    conf.write_text('read_target = false\n[build_env]\nPORTAGE_CONFIGROOT = "/srv/cfg"\n'
+                    'NO_COLOR = "1"\n')
+    cfg = load_config(["--config", str(conf), "--state-dir", str(tmp_path),
+                       "--binhost-target", "/b"])
+    assert cfg.build_env == {"PORTAGE_CONFIGROOT": "/srv/cfg", "NO_COLOR": "1"}
+    assert cfg.read_target is False
+    # Every instance gets its own table.
+    assert DroneConfig().build_env is not DroneConfig().build_env
+
+
+@pytest.mark.parametrize(
+    ("toml", "needle"),
+    [
+        ("[build_env]\nMAKEOPTS = 4\n", "build_env"),
+        ('build_env = "PORTAGE_CONFIGROOT=/x"\n', "build_env"),
+        ('build_command = ["emerge", "--oneshot"]\n', "build_command"),
+    ],
+)
+def test_bad_build_config(tmp_path: Path, toml: str, needle: str) -> None:
+    conf = tmp_path / "drone.toml"
+    conf.write_text(toml)
+    with pytest.raises(ConfigError, match=needle):
+        load_config(["--config", str(conf), "--state-dir", str(tmp_path),
+                     "--binhost-target", "/b"])
+
+
+def test_cp_placeholder() -> None:
+    argv = substitute(DroneConfig().build_command, {"cpv": "dev-libs/foo-1.0-r1",
+                                                    "cp": "dev-libs/foo"})
+    assert argv[-2:] == ["--usepkg-exclude=dev-libs/foo", "=dev-libs/foo-1.0-r1"]
