@@ -8,6 +8,7 @@ cache, spool and failure counters.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -36,6 +37,7 @@ from gatewayd.probe import Probe, ProbeState
 from gatewayd.sanitize import LeakRefused, Sanitizer, utc_now_iso
 from gatewayd.spool import Offload, Replayer, Spool, SpoolFull, SpoolItem
 from gatewayd.upstream import Upstream
+from swarmlib import target as swarmtarget
 
 log = logging.getLogger("gatewayd.app")
 
@@ -43,6 +45,9 @@ IDENTITIES_KEY = "identities"
 PUBLIC_ROUTES = ("build-swarm", "build-history", "infrastructure", "queue")
 REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 SPOOL_RETRY_AFTER_S = 30
+# The build target of a text/plain submission (SPEC section 12), forwarded and spooled with it.
+TARGET_HEADER = "X-Swarm-Target"
+MAX_TARGET_HEADER = 32 * 1024
 UNAUTHORIZED_BODY = {"error": {"code": "unauthorized", "message": "missing or invalid X-Admin-Key"}}
 
 
@@ -123,7 +128,7 @@ class Gateway:
         async def forward(item: SpoolItem) -> tuple[int, bytes] | None:
             resp = await upstream.request(
                 "POST", "/api/queue", body=item.body,
-                headers={"Content-Type": item.content_type, "X-Request-Id": item.request_id},
+                headers=submit_headers(item.content_type, item.request_id, item.target),
             )
             if resp is None:
                 return None
@@ -465,6 +470,13 @@ async def submit(gw: Gateway) -> Response:
     content_type = request.headers.get("Content-Type", "application/json")
     mimetype = request.mimetype or "application/json"
     rid = request.headers.get("X-Request-Id")
+    target = request.headers.get(TARGET_HEADER)
+    if target is not None:
+        # Checked here so that a spooled request is not refused by swarmd only at replay,
+        # after the client was told 202; forwarded as sent (swarmd normalizes it).
+        why = _bad_target(target)
+        if why is not None:
+            return error_response(400, "bad_request", f"{TARGET_HEADER}: {why}")
     if mimetype == "application/json":
         try:
             doc = json.loads(body or b"null")
@@ -494,13 +506,14 @@ async def submit(gw: Gateway) -> Response:
     if gw.probe.up and gw.spool.depth == 0:
         resp = await gw.upstream.request(
             "POST", "/api/queue", body=body,
-            headers={"Content-Type": content_type, "X-Request-Id": rid},
+            headers=submit_headers(content_type, rid, target),
         )
         if resp is not None and resp.status_code < 500:
             return _passthrough(resp)
         # Not reached, or swarmd broke: the request id makes a later replay safe either way.
     try:
-        _, new = await gw.replayer.offload(gw.spool.put, rid, content_type, body)
+        _, new = await gw.replayer.offload(
+            functools.partial(gw.spool.put, rid, content_type, body, target=target))
     except SpoolFull as exc:
         return error_response(503, exc.code, str(exc), {"Retry-After": str(SPOOL_RETRY_AFTER_S)})
     except OSError as exc:
@@ -519,6 +532,27 @@ async def submit(gw: Gateway) -> Response:
         "message": "the orchestrator is not reachable now; the gateway holds the request "
                    "durably and forwards it exactly once when the orchestrator is back",
     }, 202)
+
+
+def submit_headers(content_type: str, rid: str, target: str | None) -> dict[str, str]:
+    """The headers of a submission forwarded to swarmd (at once or from the spool)."""
+    headers = {"Content-Type": content_type, "X-Request-Id": rid}
+    if target is not None:
+        headers[TARGET_HEADER] = target
+    return headers
+
+
+def _bad_target(value: str) -> str | None:
+    """Why an ``X-Swarm-Target`` header is not a target, or None when it is one."""
+    if len(value) > MAX_TARGET_HEADER:
+        return f"longer than {MAX_TARGET_HEADER} characters"
+    if not value.isascii():
+        return "expected ASCII JSON (escape other characters as \\uXXXX)"
+    try:
+        swarmtarget.normalize(json.loads(value))
+    except ValueError as exc:  # json.JSONDecodeError is a ValueError too
+        return str(exc)
+    return None
 
 
 def _mint_request_id() -> str:

@@ -456,6 +456,7 @@ class Sanitizer:
             "cores": _int(d.get("cores")),
             "status": _enum(d.get("status"), DRONE_STATES),
             "current_package": current,
+            "target": short_target(d.get("target_id")),
         }
 
     def build_swarm(
@@ -526,11 +527,18 @@ class Sanitizer:
             state = _enum(e.get("state"), ENTRY_STATES)
             if state not in QUEUED_STATES:
                 continue
-            packages.append({
+            item: dict[str, Any] = {
                 "package": _str(e.get("cpv")),
                 "state": state,
                 "position": len(packages) + 1,
-            })
+            }
+            tid = short_target(e.get("target_id"))
+            if tid is not None:
+                item["target"] = tid
+                if e.get("waiting"):
+                    # swarmd's text names the full id, a hex run the leak check would redact
+                    item["waiting"] = f"no drone for target {tid}"
+            packages.append(item)
         counts_src = queue.get("counts") if isinstance(queue, dict) else None
         if not isinstance(counts_src, dict):
             counts_src = {}
@@ -635,6 +643,15 @@ def _looks_random(t: str, min_len: int) -> bool:
         return False
     flips = sum(1 for a, b in zip(kinds, kinds[1:], strict=False) if a != b and "s" not in (a, b))
     return flips >= 0.4 * len(t) or (len(t) >= 32 and "-" not in t)
+
+
+def short_target(value: Any) -> str | None:
+    """A target id as the public sees it: its first 8 hex digits (SPEC section 12 ids are
+    digests of build settings, not secrets; 8 digits stay clear of the hex-run redaction)."""
+    if not isinstance(value, str) or not value:
+        return None
+    head = value[:8].lower()
+    return head if all(c in "0123456789abcdef" for c in head) else None
 
 
 def queue_counts(counts: Any) -> dict[str, int]:

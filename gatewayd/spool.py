@@ -6,7 +6,8 @@ Layout of ``spool_dir``::
     pending/   000000000042.json   one record per submission, replayed in name order
     dead/      000000000042.json + 000000000042.reason.json   rejected by swarmd (4xx)
 
-A record is ``{"request_id", "content_type", "body_b64", "received", "attempts"}``. ``put`` writes
+A record is ``{"request_id", "content_type", "body_b64", "received", "attempts"}``, plus
+``"target"`` (the ``X-Swarm-Target`` header, SPEC section 12) when the submission had one. ``put`` writes
 the record to ``tmp/``, fsyncs it, renames it into ``pending/`` and fsyncs the directory before
 it returns, so the gateway's 202 is never sent for something that is not on disk. A write or
 fsync failure raises (the caller answers 503; nothing half-written is ever replayed).
@@ -64,6 +65,7 @@ class SpoolItem:
     body: bytes
     received: str
     size: int
+    target: str | None = None  # the X-Swarm-Target header to send with the body
 
 
 def _fsync_dir(path: Path) -> None:
@@ -116,18 +118,23 @@ class Spool:
     def size(self) -> int:
         return sum(self._sizes.values())
 
-    def put(self, request_id: str, content_type: str, body: bytes) -> tuple[str, bool]:
+    def put(self, request_id: str, content_type: str, body: bytes, *,
+            target: str | None = None) -> tuple[str, bool]:
         """Store a submission durably; returns (request_id, newly_stored).
 
-        A request id already in the spool is not stored twice. Raises SpoolFull, OSError.
+        ``target`` is the ``X-Swarm-Target`` header, kept to be sent with the replay. A request
+        id already in the spool is not stored twice. Raises SpoolFull, OSError.
         """
-        record = json.dumps({
+        doc: dict[str, Any] = {
             "request_id": request_id,
             "content_type": content_type,
             "body_b64": base64.b64encode(body).decode("ascii"),
             "received": utc_now_iso(),
             "attempts": 0,
-        }).encode()
+        }
+        if target is not None:
+            doc["target"] = target
+        record = json.dumps(doc).encode()
         with self._lock:
             if request_id in self._ids:
                 return request_id, False
@@ -177,6 +184,7 @@ class Spool:
                 body=base64.b64decode(doc["body_b64"]),
                 received=str(doc.get("received", "")),
                 size=self._sizes.get(name, 0),
+                target=str(doc["target"]) if doc.get("target") is not None else None,
             )
         except FileNotFoundError:
             with self._lock:

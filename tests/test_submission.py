@@ -6,6 +6,7 @@ import functools
 import graphlib
 from pathlib import Path
 
+import attrs
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -16,15 +17,14 @@ from swarmlib.errors import BadRequest, BadSubmission
 
 DATA = Path(__file__).parent / "data"
 
-# The jobs of world-plain/-verbose/-quiet.txt, in emerge's (merge) order. Build ids of the
-# [binary] rows (gmp-6.3.0-r1-2, zstd-1.5.6-1) are not part of the CPV.
+# The jobs of world-plain/-verbose/-quiet.txt, in emerge's (merge) order. The [binary] rows
+# (gmp-6.3.0-r1-2, zstd-1.5.6-1) are already on a binhost: not jobs (SPEC section 12); their
+# build ids are not part of the CPV.
 WORLD = [
     "sys-libs/zlib-1.3.1-r1",
-    "dev-libs/gmp-6.3.0-r1",
     "dev-libs/mpc-1.3.1",
     "sys-devel/gcc-14.2.1_p20241116",
     "dev-libs/libsodium-1.0.20",
-    "app-arch/zstd-1.5.6",
     "app-editors/vim-core-9.1.0866",
     "app-editors/vim-9.1.0866",
     "dev-python/setuptools-75.6.0",
@@ -55,10 +55,14 @@ def test_plain_outputs_give_every_job_in_order_and_no_edges(name: str) -> None:
     assert sub.deps == {}  # plain output gives the serial order only
     assert not sub.tree
     assert sub.cycles == []
+    assert sub.binary == ["dev-libs/gmp-6.3.0-r1", "app-arch/zstd-1.5.6"]
 
 
-def test_verbose_and_plain_agree() -> None:
-    assert parse_text(read("world-verbose.txt")) == parse_text(read("world-plain.txt"))
+def test_verbose_and_plain_agree_but_for_use() -> None:
+    verbose, plain = parse_text(read("world-verbose.txt")), parse_text(read("world-plain.txt"))
+    assert plain.use == {}  # no -v: USE unknown, nothing to check
+    assert set(verbose.use) == set(WORLD)
+    assert attrs.evolve(verbose, use={}) == plain
 
 
 def test_tree_output_gives_dependency_edges_and_ignores_nomerge_blocks_uninstall() -> None:
@@ -70,15 +74,15 @@ def test_tree_output_gives_dependency_edges_and_ignores_nomerge_blocks_uninstall
         "dev-libs/libsodium-1.0.20",
         "sys-devel/gcc-14.2.1_p20241116",  # the [ebuild NS] row, not the [nomerge] one
         "dev-libs/mpc-1.3.1",
-        "dev-libs/gmp-6.3.0-r1",  # [binary] row with build id 2
         "sys-libs/zlib-1.3.1-r1",
     ]
+    # mpc's dependency gmp is a [binary] row (build id 2): on a binhost, so satisfied
     assert sub.deps == {
         "app-editors/vim-9.1.0866": ["app-editors/vim-core-9.1.0866",
                                      "dev-libs/libsodium-1.0.20"],
         "sys-devel/gcc-14.2.1_p20241116": ["dev-libs/mpc-1.3.1", "sys-libs/zlib-1.3.1-r1"],
-        "dev-libs/mpc-1.3.1": ["dev-libs/gmp-6.3.0-r1"],
     }
+    assert sub.binary == ["dev-libs/gmp-6.3.0-r1"]
     assert "sys-apps/util-linux-2.38.1-r2" not in sub.packages  # the [uninstall] row
 
 
@@ -107,15 +111,15 @@ def test_color_output_is_parsed_like_plain() -> None:
     sub = parse_text(text)
     assert sub.packages == [
         "sys-libs/zlib-1.3.1-r1",
-        "dev-libs/gmp-6.3.0-r1",
         "dev-libs/libsodium-1.0.20",
         "app-arch/zstd-1.5.6",
     ]
     assert sub.tree
+    # libsodium hangs under the [binary] gmp row, which has no job above it: no parent
     assert sub.deps == {
-        "dev-libs/gmp-6.3.0-r1": ["dev-libs/libsodium-1.0.20"],
         "dev-libs/libsodium-1.0.20": ["app-arch/zstd-1.5.6"],
     }
+    assert sub.use == {"sys-libs/zlib-1.3.1-r1": ["minizip"], "dev-libs/libsodium-1.0.20": ["asm"]}
 
 
 def test_color_verbose_equals_uncolored() -> None:
@@ -161,7 +165,9 @@ def test_build_id_is_only_stripped_from_binary_rows() -> None:
     with pytest.raises(ValueError, match="zstd-1.5.6-1"):
         atoms.parse_job_cpv("app-arch/zstd-1.5.6-1", binary=False)
     sub = parse_text("[binary   R    ] app-arch/zstd-1.5.6-1::gentoo  USE=\"lz4\" 0 KiB\n")
-    assert sub.packages == ["app-arch/zstd-1.5.6"]
+    assert sub.binary == ["app-arch/zstd-1.5.6"]
+    # nothing but [binary] rows: everything is on a binhost already, nothing to queue
+    assert (sub.packages, sub.deps, sub.use) == ([], {}, {})
 
 
 def test_slot_subslot_repo_forms_are_the_same_job() -> None:
@@ -463,3 +469,177 @@ def test_tree_indentation_edges(rows: list[tuple[int, int]]) -> None:
     ref = order_graph(order, expected, tree=len({d for d, _ in rows}) > 1)
     assert sub == ref
     assert is_acyclic(sub)
+
+
+# ------------------------------------------------------------------ USE of -v rows (SPEC 12)
+
+
+def test_use_flags_of_a_verbose_row_with_use_expand_and_decorations() -> None:
+    sub = parse_text('[ebuild  N     ] dev-libs/foo-1.0::gentoo  USE="bar -baz (-qux) zot%* '
+                     '(forced) new% -gone% (-masked%) changed*" '
+                     'PYTHON_TARGETS="python3_12 -python3_11" 0 KiB\n')
+    assert sub.use == {"dev-libs/foo-1.0": [
+        "bar", "changed", "forced", "new", "python_targets_python3_12", "zot"]}
+
+
+def test_use_of_the_verbose_fixture() -> None:
+    use = parse_text(read("world-verbose.txt")).use
+    assert use["sys-libs/zlib-1.3.1-r1"] == ["abi_x86_64", "minizip"]  # ABI_X86="(64) -32 (-x32)"
+    assert use["sys-devel/gcc-14.2.1_p20241116"] == [
+        "cxx", "fortran", "multilib", "nls", "openmp", "pie", "sanitize", "ssp"]  # (-hardened%)
+    assert use["dev-libs/libsodium-1.0.20"] == [
+        "asm", "cpu_flags_x86_aes", "cpu_flags_x86_sse4_1", "urandom"]
+    assert use["app-editors/vim-9.1.0866"] == [
+        "acl", "crypt", "nls", "python_single_target_python3_12"]
+    assert use["dev-python/setuptools-75.6.0"] == [
+        "python_targets_pypy3", "python_targets_python3_12"]
+    assert use["dev-libs/mpc-1.3.1"] == []  # USE="-static-libs": known, nothing enabled
+    assert "dev-libs/gmp-6.3.0-r1" not in use  # a [binary] row is no job
+
+
+def test_use_flags_inside_use_of_the_desktop_tree() -> None:
+    use = parse_text(read("desktop-tree.txt")).use
+    assert "video_cards_amdgpu" in use["x11-libs/libdrm-2.4.123"]
+    assert "video_cards_intel" not in use["x11-libs/libdrm-2.4.123"]
+    mesa = set(use["media-libs/mesa-24.2.7"])
+    assert {"X", "llvm", "video_cards_amdgpu", "video_cards_radeonsi", "abi_x86_64"} <= mesa
+    assert not {"x", "debug", "video_cards_intel", "abi_x86_32"} & mesa  # case kept; - is off
+    assert "dev-util/glslang-1.3.296" not in use  # its row has no USE group
+
+
+def test_a_row_without_use_group_has_no_key_and_a_repeat_keeps_the_first() -> None:
+    body = "\n".join([
+        '[ebuild  N     ] dev-libs/a-1::gentoo 0 KiB',
+        '[ebuild  N     ] dev-libs/b-1::gentoo  USE="x -y" 0 KiB',
+        '[ebuild  N     ] dev-libs/b-1::gentoo  USE="y" 0 KiB',
+        '[ebuild  N     ] dev-libs/a-1::gentoo  ABI_X86="(64)" 0 KiB',
+        '[ebuild  N     ] dev-libs/c-1::gentoo  USE="ok b@d+ 9lives x.y -" 0 KiB',
+    ])
+    sub = parse_text(body)
+    assert sub.use == {"dev-libs/b-1": ["x"], "dev-libs/a-1": ["abi_x86_64"],
+                       "dev-libs/c-1": ["9lives", "b@d+", "ok", "x.y"]}
+    assert [n for n in parse_text(read("world-plain.txt")).use] == []
+
+
+def test_color_use_equals_uncolored_use() -> None:
+    e = "\x1b["
+    row = (f'[{e}32;01mebuild{e}0m  N     ] dev-libs/foo-1.0::gentoo  '
+           f'USE="{e}31;01mbar{e}0m {e}34;01m-baz{e}0m {e}33;01mzot%*{e}0m" 0 KiB')
+    assert parse_text(row).use == {"dev-libs/foo-1.0": ["bar", "zot"]}
+
+
+# ------------------------------------------------------------------ [binary] rows (SPEC 12)
+
+
+def test_binary_rows_are_not_queued_and_tree_edges_skip_them() -> None:
+    body = "\n".join([
+        "[ebuild  N     ] app-misc/top-1",            # job
+        "[binary  N     ]  dev-libs/bin-2-1",         # on the binhost: satisfied
+        "[ebuild  N     ]   dev-libs/under-3",        # needed by bin, so by top
+        "[ebuild  N     ]    dev-libs/deeper-4",      # under under
+        "[binary  N     ]   dev-libs/bin2-5-1",       # a binary under a binary
+        "[ebuild  N     ]    dev-libs/under2-6",      # still hangs under top
+        "[ebuild  N     ]  dev-libs/sibling-7",       # top's own dependency
+        "[binary  N     ] app-misc/rootbin-8-3",      # a binary at the top
+        "[ebuild  N     ]  dev-libs/orphan-9",        # no job above it: no edge
+        "[nomerge       ] app-misc/installed-10",
+        "[binary  N     ]  dev-libs/bin3-11-1",
+        "[ebuild  N     ]   dev-libs/below-nomerge-12",  # under a [nomerge]: no edge
+    ])
+    sub = parse_text(body)
+    assert sub.packages == ["app-misc/top-1", "dev-libs/under-3", "dev-libs/deeper-4",
+                            "dev-libs/under2-6", "dev-libs/sibling-7", "dev-libs/orphan-9",
+                            "dev-libs/below-nomerge-12"]
+    assert sub.deps == {
+        "app-misc/top-1": ["dev-libs/under-3", "dev-libs/under2-6", "dev-libs/sibling-7"],
+        "dev-libs/under-3": ["dev-libs/deeper-4"],
+    }
+    assert sub.binary == ["dev-libs/bin-2", "dev-libs/bin2-5", "app-misc/rootbin-8",
+                          "dev-libs/bin3-11"]
+    assert sub.tree
+
+
+def test_a_package_both_binary_and_ebuild_is_a_job() -> None:
+    sub = parse_text("[binary  N     ] dev-libs/x-1-2\n[ebuild  N     ] dev-libs/x-1\n")
+    assert (sub.packages, sub.binary) == (["dev-libs/x-1"], [])
+
+
+def test_bad_binary_row_is_still_a_bad_line() -> None:
+    with pytest.raises(BadSubmission) as info:
+        parse_text("[ebuild  N     ] dev-libs/ok-1\n[binary  N     ] dev-libs/bad-\n")
+    assert [n for n, _t, _w in info.value.lines] == [2]
+
+
+# ------------------------------------------------------------------ JSON use and target
+
+
+TARGET = {"arch": "amd64", "chost": "x86_64-pc-linux-gnu", "cflags": "-O2  -pipe",
+          "cxxflags": "-O2 -pipe", "ldflags": "", "profile": "default/linux/amd64/23.0",
+          "accept_keywords": "~amd64 amd64", "binpkg_format": "gpkg",
+          "repos": {"gentoo": "git:abc"}}
+
+
+def test_json_use_is_kept_per_cpv_sorted() -> None:
+    sub, _, _ = parse_json({"packages": ["=dev-libs/a-1", "=dev-libs/b-2"],
+                            "use": {"=dev-libs/a-1": ["zed", "abc", "python_targets_python3_12",
+                                                      "abc"]}})
+    assert sub.use == {"dev-libs/a-1": ["abc", "python_targets_python3_12", "zed"]}
+
+
+@pytest.mark.parametrize(
+    ("use", "match"),
+    [
+        ({"=dev-libs/other-1": ["x"]}, "not one of the packages"),
+        ({"=dev-libs/a-1": "x"}, "expected a list"),
+        ({"=dev-libs/a-1": ["-x"]}, "'-x' is not a USE flag"),
+        ({"=dev-libs/a-1": [7]}, "7 is not a USE flag"),
+        ({"nonsense": ["x"]}, "use key"),
+    ],
+)
+def test_json_bad_use_is_named(use: object, match: str) -> None:
+    with pytest.raises(BadSubmission, match=match):
+        parse_json({"packages": ["=dev-libs/a-1"], "use": use})
+
+
+def test_json_use_must_be_an_object() -> None:
+    with pytest.raises(BadRequest, match="body.use"):
+        parse_json({"packages": ["=dev-libs/a-1"], "use": ["x"]})
+
+
+def test_json_target_is_normalized_and_optional() -> None:
+    doc = {"packages": ["=dev-libs/a-1"], "target": TARGET}
+    parse_json(doc)  # accepted
+    t = submission.json_target(doc)
+    assert t is not None
+    assert t["cflags"] == "-O2 -pipe"
+    assert t["accept_keywords"] == "amd64 ~amd64"
+    assert submission.json_target({"packages": ["=dev-libs/a-1"]}) is None
+
+
+@pytest.mark.parametrize(
+    ("target", "match"),
+    [
+        ({**TARGET, "cflags": 3}, r"body\.target\.cflags"),
+        ({**TARGET, "colour": "blue"}, r"body\.target: unknown field.*colour"),
+        ("amd64", r"body\.target: expected a JSON object"),
+        ({**TARGET, "repos": ["gentoo"]}, r"body\.target\.repos"),
+    ],
+)
+def test_json_bad_target_is_a_400_naming_the_field(target: object, match: str) -> None:
+    with pytest.raises(BadRequest, match=match) as info:
+        parse_json({"packages": ["=dev-libs/a-1"], "target": target})
+    assert not isinstance(info.value, BadSubmission)
+
+
+def test_header_target() -> None:
+    import json
+
+    t = submission.header_target(json.dumps(TARGET, separators=(",", ":")))
+    assert t is not None
+    assert t["profile"] == "default/linux/amd64/23.0"
+    assert submission.header_target(None) is None
+    assert submission.header_target("  ") is None
+    with pytest.raises(BadRequest, match="X-Swarm-Target: expected the target as JSON"):
+        submission.header_target("{nope")
+    with pytest.raises(BadRequest, match=r"X-Swarm-Target: target\.arch"):
+        submission.header_target(json.dumps({**TARGET, "arch": ["amd64"]}))

@@ -7,6 +7,11 @@ It talks either to the gateway's admin API (``--gateway URL``: ``/api/swarm-admi
 first that exists). Every request is synchronous (httpx) except ``watch``, which runs a small Trio
 loop over trio-websocket. Every failure becomes a ``CliError`` carrying its exit code and one
 message that says what to do; see ``EXIT_*`` below and docs/CLI.md.
+
+``submit`` sends the target of the machine it runs on (SPEC section 12: read with portage in a
+child process by ``swarmlib.target.read_target``) as the ``X-Swarm-Target`` header, so that only
+drones with the same build environment build the request; ``--any-target`` sends none.
+``binhost`` prints the ``binrepos.conf`` stanza that installs what the swarm built.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import attrs
 import httpx
 
 from swarmlib import __version__, clirender, emergelog
+from swarmlib import target as swarmtarget
 from swarmlib.config import key, load, secret_field
 from swarmlib.errors import ConfigError, SwarmError
 
@@ -42,7 +48,11 @@ EXIT_LOCAL = 7  # a local step failed: unreadable input file, emerge --pretend f
 EXIT_INTERRUPTED = 130  # Ctrl-C (except in watch, where Ctrl-C is the normal way out: 0)
 
 DEFAULT_ORCHESTRATOR = "http://127.0.0.1:8080"
-DEFAULT_EMERGE_ARGV = ["emerge", "-puDN", "--tree", "--color=n", "@world"]
+# -v: the USE of each package travels with the job; --getbinpkg: what is on a binhost already
+# shows as [binary] and is not built again (SPEC section 12).
+DEFAULT_EMERGE_ARGV = ["emerge", "-puDNv", "--tree", "--getbinpkg", "--color=n", "@world"]
+TARGET_HEADER = "X-Swarm-Target"
+BINREPOS_PATH = "/etc/portage/binrepos.conf/build-swarm.conf"
 USER_CONFIG = Path("build-swarm") / "cli.toml"
 SYSTEM_CONFIG = Path("/etc/build-swarm/cli.toml")
 
@@ -205,16 +215,27 @@ class Api:
         params: Mapping[str, str | int] | None = None,
         json_body: Any = None,
         text: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        public: bool = False,
     ) -> Any:
-        url = self.target.api(path)
+        """One request. ``public``: ``path`` is a public route of the server itself (not under
+        the admin/API prefix), sent without the admin key or control token."""
+        url = self.target.url + "/" + path.lstrip("/") if public else self.target.api(path)
         kw: dict[str, Any] = {"params": dict(params) if params else None}
+        extra = dict(headers or {})
         if json_body is not None:
             kw["json"] = json_body
         if text is not None:
             kw["content"] = text.encode()
-            kw["headers"] = {"Content-Type": "text/plain; charset=utf-8"}
+            extra["Content-Type"] = "text/plain; charset=utf-8"
+        if extra:
+            kw["headers"] = extra
         try:
-            r = self.client.request(method, url, **kw)
+            req = self.client.build_request(method, url, **kw)
+            if public:
+                req.headers.pop("X-Admin-Key", None)
+                req.headers.pop("Authorization", None)
+            r = self.client.send(req)
         except (httpx.ConnectError, httpx.ConnectTimeout):
             raise CliError(EXIT_CONNECT, self.target.unreachable()) from None
         except httpx.TimeoutException:
@@ -225,9 +246,9 @@ class Api:
             ) from None
         except httpx.TransportError as exc:
             raise CliError(EXIT_CONNECT, f"connection to {self.target.describe} failed: {exc}") from None
-        return self._reply(method, path, r)
+        return self._reply(method, path, r, url)
 
-    def _reply(self, method: str, path: str, r: httpx.Response) -> Any:
+    def _reply(self, method: str, path: str, r: httpx.Response, url: str) -> Any:
         try:
             doc = r.json() if r.content else None
         except ValueError:
@@ -256,7 +277,7 @@ class Api:
         if code == 404 and doc is None:
             raise CliError(
                 EXIT_REJECTED,
-                f"{self.target.describe} has no {method} {self.target.api(path)} "
+                f"{self.target.describe} has no {method} {url} "
                 f"(is that URL the {self.target.kind}, and a build-swarm of this version?)",
             )
         if code < 500:
@@ -276,6 +297,7 @@ class Ctx:
     stdin: TextIO
     json: bool
     sleep: Callable[[float], None] = time.sleep
+    environ: Mapping[str, str] = attrs.field(factory=lambda: os.environ)
 
     @property
     def target(self) -> Target:
@@ -365,15 +387,15 @@ def cmd_restart(ctx: Ctx) -> int:
 def _read_submission(ctx: Ctx) -> str:
     a = ctx.args
     if a.run:
-        if a.file not in (None, "-"):
-            raise CliError(EXIT_USAGE, "give either FILE or --run, not both")
         argv = shlex.split(a.emerge_argv) if a.emerge_argv else list(ctx.cfg.emerge_argv)
         if not argv:
             raise CliError(EXIT_USAGE, "--emerge-argv is empty")
         ctx.err.write(f"running {shlex.join(argv)} ...\n")
+        # NO_COLOR: --color=n still lets some escapes through (SPEC section 12).
+        env = {**os.environ, **ctx.environ, "NO_COLOR": "1"}
         try:
             proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True,
-                                  text=True, check=False)
+                                  text=True, check=False, env=env)
         except OSError as exc:
             raise CliError(EXIT_LOCAL, f"cannot run {argv[0]}: {exc.strerror}") from None
         if proc.returncode != 0:
@@ -391,7 +413,29 @@ def _read_submission(ctx: Ctx) -> str:
         raise CliError(EXIT_LOCAL, f"cannot read {a.file}: {exc.strerror}") from None
 
 
+def read_local_target(ctx: Ctx) -> dict[str, Any]:
+    """The target of this machine (portage in a child process); CliError when unreadable."""
+    try:
+        found = swarmtarget.read_target(dict(ctx.environ))
+    except ConfigError as exc:
+        raise CliError(EXIT_LOCAL, f"{exc}; use --any-target to build for any drone") from None
+    ctx.err.write(f"target {swarmtarget.target_id(found)}: {swarmtarget.describe(found)}\n")
+    return found
+
+
+def target_header(found: Mapping[str, Any]) -> str:
+    """The ``X-Swarm-Target`` value: compact JSON, ASCII only (non-ASCII is escaped)."""
+    return json.dumps(found, separators=(",", ":"), sort_keys=True)
+
+
 def cmd_submit(ctx: Ctx) -> int:
+    a = ctx.args
+    if a.run and a.file not in (None, "-"):
+        raise CliError(EXIT_USAGE, "give either FILE or --run, not both")
+    headers: dict[str, str] = {}
+    if not a.any_target:
+        # Before emerge runs: a machine whose target cannot be read learns it at once.
+        headers[TARGET_HEADER] = target_header(read_local_target(ctx))
     text = _read_submission(ctx)
     if not text.strip():
         raise CliError(EXIT_USAGE, "nothing to submit: the emerge output is empty")
@@ -400,7 +444,7 @@ def cmd_submit(ctx: Ctx) -> int:
         params["request_id"] = ctx.args.request_id
     if ctx.args.priority is not None:
         params["priority"] = ctx.args.priority
-    doc = ctx.api.call("POST", "queue", params=params, text=text)
+    doc = ctx.api.call("POST", "queue", params=params, text=text, headers=headers)
     reply = unwrap(doc)
     if not ctx.args.wait:
         ctx.emit(doc, clirender.submitted)
@@ -464,6 +508,36 @@ def wait_request(ctx: Ctx, rid: str, entries: set[str], nothing_to_do: bool) -> 
         verdict = "finished with failures" if bad else "complete"
         ctx.out.write(f"request {rid} {verdict}: {summary}\n")
     return doc, (EXIT_FAILED if bad else EXIT_OK)
+
+
+def _check_binhost_url(url: str, where: str) -> str:
+    u = url.strip()
+    if "://" not in u or any(c.isspace() or ord(c) < 32 for c in u):
+        raise CliError(EXIT_REJECTED if where != "--url" else EXIT_USAGE,
+                       f"{where}: expected a binhost URL such as https://host/packages/, "
+                       f"got {url!r}")
+    return u
+
+
+def cmd_binhost(ctx: Ctx) -> int:
+    if ctx.args.url:
+        url = _check_binhost_url(ctx.args.url, "--url")
+    elif ctx.target.kind == "gateway":
+        data = unwrap(ctx.api.call("GET", "/api/v1/binhost", public=True))
+        raw = data.get("url") if isinstance(data, dict) else None
+        if not raw:
+            raise CliError(EXIT_REJECTED, f"{ctx.target.describe} has no binhost URL "
+                                          f"(public_binhost_url is not set); give --url URL")
+        url = _check_binhost_url(str(raw), f"{ctx.target.describe} binhost URL")
+    else:
+        raise CliError(EXIT_USAGE, "the orchestrator does not know the binhost's public URL: "
+                                   "use --gateway URL, or give it with --url URL")
+    stanza = clirender.binhost_stanza(url, path=BINREPOS_PATH)
+    if ctx.json:
+        ctx.out.write(json.dumps({"url": url, "stanza": stanza}, indent=2) + "\n")
+    else:
+        ctx.out.write(stanza)
+    return EXIT_OK
 
 
 def cmd_history(ctx: Ctx | None, args: argparse.Namespace, out: TextIO) -> int:
@@ -657,7 +731,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("submit", help="submit emerge --pretend output (file, stdin or --run)")
     s.add_argument("file", nargs="?", metavar="FILE|-", help="emerge output; - or none: stdin")
     s.add_argument("--run", action="store_true",
-                   help="run emerge -puDN --tree --color=n @world and submit its output")
+                   help="run emerge -puDNv --tree --getbinpkg --color=n @world (NO_COLOR=1) "
+                        "and submit its output")
     s.add_argument("--emerge-argv", metavar="'ARGV'",
                    help="the command --run runs, as one shell-quoted string")
     s.add_argument("--request-id", metavar="ID", help="idempotency key (a retry never doubles)")
@@ -665,6 +740,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--wait", action="store_true",
                    help="follow the request to the end; exit 1 if anything failed")
     s.add_argument("--interval", type=float, metavar="SECONDS", help="--wait poll interval")
+    s.add_argument("--any-target", action="store_true",
+                   help="do not send this machine's portage target: any drone may build it")
 
     sub.add_parser("status", help="orchestrator health, journal and counts")
     sub.add_parser("drones", help="every drone and what it builds")
@@ -684,6 +761,9 @@ def build_parser() -> argparse.ArgumentParser:
     lg.add_argument("--limit", type=int, default=100, metavar="N")
     sub.add_parser("config", help="the effective configuration (secrets redacted)")
     sub.add_parser("watch", help="live view of drones, builds and the queue")
+    bh = sub.add_parser("binhost", help="print the binrepos.conf stanza of the swarm's binhost")
+    bh.add_argument("--url", metavar="URL",
+                    help="the binhost URL (default: asked from the gateway's /api/v1/binhost)")
     h = sub.add_parser("history", help="compile-time history")
     hsub = h.add_subparsers(dest="history_command", metavar="ACTION", required=True)
     hi = hsub.add_parser("import", help="learn compile times from emerge.log (orchestrator only)")
@@ -696,6 +776,7 @@ COMMANDS: dict[str, Callable[[Ctx], int]] = {
     "submit": cmd_submit, "status": cmd_status, "drones": cmd_drones, "queue": cmd_queue,
     "builds": cmd_builds, "build": cmd_build, "packages": cmd_packages, "cancel": cmd_cancel,
     "restart": cmd_restart, "logs": cmd_logs, "config": cmd_config, "watch": cmd_watch,
+    "binhost": cmd_binhost,
 }
 
 
@@ -727,7 +808,7 @@ def run(
                                 command=args.command)
         api = Api(target, timeout=args.timeout or cfg.timeout_s, transport=transport)
         ctx = Ctx(args=args, cfg=cfg, api=api, out=out, err=err, stdin=stdin or sys.stdin,
-                  json=args.json, sleep=sleep)
+                  json=args.json, sleep=sleep, environ=env)
         if args.command == "history":
             return cmd_history(ctx, args, out)
         return COMMANDS[args.command](ctx)

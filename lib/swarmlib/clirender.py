@@ -114,7 +114,37 @@ def status(doc: Mapping[str, Any]) -> str:
         lines.append("drones   " + "  ".join(f"{k} {v}" for k, v in doc["drones"].items()))
     if doc.get("requests"):
         lines.append("requests " + "  ".join(f"{k} {v}" for k, v in doc["requests"].items()))
+    lines.extend(_targets(doc.get("targets")))
     return "\n".join(lines)
+
+
+def _targets(targets: Any) -> list[str]:
+    """Per-target lines of ``status`` in whatever shape the server gives: ``{id: {...}}`` or
+    ``[{"target_id": id, ...}]``, the values being counts (or nested counts)."""
+    if isinstance(targets, Mapping):
+        items = list(targets.items())
+    elif isinstance(targets, list):
+        items = [(t.get("target_id") or t.get("id"), {k: v for k, v in t.items()
+                                                     if k not in ("target_id", "id")})
+                 for t in targets if isinstance(t, Mapping)]
+    else:
+        return []
+    lines = []
+    for tid, info in items:
+        if isinstance(info, Mapping):
+            text = "  ".join(_flat(k, v) for k, v in info.items() if v not in (None, "", {}))
+        else:
+            text = dash(info)
+        lines.append(f"target   {dash(tid)}: {text or '-'}")
+    return lines
+
+
+def _flat(k: str, v: Any) -> str:
+    if isinstance(v, Mapping):
+        return f"{k} (" + "  ".join(f"{kk} {dash(vv)}" for kk, vv in v.items()) + ")"
+    if isinstance(v, list):
+        return f"{k} {len(v)}"
+    return f"{k} {dash(v)}"
 
 
 def drones(doc: Mapping[str, Any]) -> str:
@@ -125,21 +155,30 @@ def drones(doc: Mapping[str, Any]) -> str:
             for b in d.get("current_builds") or []
         )
         rows.append([d.get("name"), d.get("id"), d.get("status"), d.get("cores"), d.get("load"),
-                     d.get("ip"), when(d.get("last_heartbeat")), current])
+                     d.get("target_id"), d.get("ip"), when(d.get("last_heartbeat")), current])
     if not rows:
         return "no drones registered"
-    return table(["NAME", "ID", "STATUS", "CORES", "LOAD", "IP", "LAST HEARTBEAT", "BUILDING"],
-                 rows)
+    return table(["NAME", "ID", "STATUS", "CORES", "LOAD", "TARGET", "IP", "LAST HEARTBEAT",
+                  "BUILDING"], rows)
 
 
 def queue(doc: Mapping[str, Any]) -> str:
-    rows = [
-        [e.get("id"), e.get("state"), e.get("cpv"), e.get("attempts"), e.get("drone"),
-         duration(e.get("estimate_s")), e.get("reason")]
-        for e in doc.get("entries", [])
-    ]
-    out = table(["ID", "STATE", "PACKAGE", "TRIES", "DRONE", "ESTIMATE", "REASON"], rows) \
-        if rows else "queue is empty"
+    """The queue table; a TARGET column when entries carry one, ``waiting`` (``no drone for
+    target ...``) shown with the reason."""
+    entries = doc.get("entries", [])
+    with_target = any(e.get("target_id") for e in entries)
+    rows = []
+    for e in entries:
+        why = "; ".join(str(x) for x in (e.get("reason"), e.get("waiting")) if x)
+        row = [e.get("id"), e.get("state"), e.get("cpv"), e.get("attempts"), e.get("drone"),
+               duration(e.get("estimate_s")), why]
+        if with_target:
+            row.insert(5, e.get("target_id"))
+        rows.append(row)
+    headers = ["ID", "STATE", "PACKAGE", "TRIES", "DRONE", "ESTIMATE", "REASON"]
+    if with_target:
+        headers.insert(5, "TARGET")
+    out = table(headers, rows) if rows else "queue is empty"
     if doc.get("counts"):
         out += "\n\n" + counts_line(doc["counts"])
     return out
@@ -225,9 +264,29 @@ def submitted(doc: Mapping[str, Any]) -> str:
         f"  {dash(doc.get('queued'))} queued, {dash(doc.get('skipped'))} skipped (already built), "
         f"{dash(doc.get('merged'))} merged (already queued), of {dash(doc.get('packages'))} packages",
     ]
+    binary = doc.get("binary")
+    if binary:
+        n = len(binary) if isinstance(binary, list) else binary
+        lines.append(f"  {n} already on a binhost ([binary] rows, not queued)")
+    if doc.get("target_id"):
+        lines.append(f"  for target {doc['target_id']}")
+    if doc.get("waiting"):
+        lines.append(f"  waiting: {doc['waiting']}")
     for cycle in doc.get("cycles") or []:
         lines.append("  dependency cycle (broken in emerge order): " + " -> ".join(cycle))
     return "\n".join(lines)
+
+
+INSTALL_COMMAND = "emerge -uDN --getbinpkgonly --binpkg-respect-use=y @world"
+
+
+def binhost_stanza(url: str, *, path: str) -> str:
+    """A ready ``binrepos.conf`` file for the swarm's binhost, ending in a newline."""
+    return (f"# {path}\n"
+            "[build-swarm]\n"
+            "priority = 10\n"
+            f"sync-uri = {url}\n"
+            f"# then install what the swarm built: {INSTALL_COMMAND}\n")
 
 
 def bad_lines(error: Mapping[str, Any]) -> str:

@@ -1,4 +1,5 @@
-"""Fixtures of the CLI tests: an isolated environment, a closed port and a tiny fake server."""
+"""Fixtures of the CLI tests: an isolated environment (with a tiny portage configuration, so
+that ``submit`` reads a real target), a closed port and a tiny fake server."""
 
 from __future__ import annotations
 
@@ -94,13 +95,44 @@ def closed_port() -> int:
         return int(s.getsockname()[1])
 
 
+def make_portage_root(root: Path, *, cflags: str = "-O2 -pipe") -> Path:
+    """The smallest portage configuration real portage reads a target from (SPEC section 12):
+    a profile with ARCH and CHOST, one repository, make.conf. Select it with PORTAGE_CONFIGROOT.
+    """
+    repo = root / "repo"
+    (repo / "profiles" / "default").mkdir(parents=True)
+    (repo / "metadata").mkdir()
+    (repo / "profiles" / "repo_name").write_text("swarm-test\n")
+    (repo / "profiles" / "default" / "eapi").write_text("8\n")
+    (repo / "profiles" / "default" / "make.defaults").write_text(
+        'ARCH="amd64"\nCHOST="x86_64-pc-linux-gnu"\nACCEPT_KEYWORDS="amd64"\n')
+    (repo / "metadata" / "layout.conf").write_text("masters =\n")
+    etc = root / "etc" / "portage"
+    (etc / "repos.conf").mkdir(parents=True)
+    (etc / "repos.conf" / "swarm-test.conf").write_text(
+        f"[DEFAULT]\nmain-repo = swarm-test\n[swarm-test]\nlocation = {repo}\n")
+    (etc / "make.profile").symlink_to(repo / "profiles" / "default")
+    # PKGDIR and BINPKG_FORMAT: make.globals may be missing (PORTAGE_OVERRIDE_EPREFIX=/ on a
+    # host that is not Gentoo), and portage needs a PKGDIR to open its trees.
+    (etc / "make.conf").write_text(f'CFLAGS="{cflags}"\nCXXFLAGS="${{CFLAGS}}"\n'
+                                   f'PKGDIR="{root / "binpkgs"}"\nBINPKG_FORMAT="gpkg"\n')
+    return root
+
+
 @pytest.fixture
-def env(tmp_path: Path) -> dict[str, str]:
-    """An environment with no secrets and no user config (HOME and XDG point into tmp)."""
+def portage_root(tmp_path: Path) -> Path:
+    return make_portage_root(tmp_path / "portage")
+
+
+@pytest.fixture
+def env(tmp_path: Path, portage_root: Path) -> dict[str, str]:
+    """An environment with no secrets and no user config (HOME and XDG point into tmp); its
+    portage configuration is ``portage_root``."""
     home = tmp_path / "home"
     home.mkdir()
     return {"HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"),
-            "PATH": os.environ.get("PATH", ""), "PORTAGE_OVERRIDE_EPREFIX": "/"}
+            "PATH": os.environ.get("PATH", ""), "PORTAGE_OVERRIDE_EPREFIX": "/",
+            "PORTAGE_CONFIGROOT": str(portage_root)}
 
 
 @attrs.define

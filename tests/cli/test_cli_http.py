@@ -239,9 +239,10 @@ def test_drones_table_and_json(cli: Callable[..., Any], fake_server: Any) -> Non
     r = cli("--orchestrator", fake_server.url, "drones")
     assert r.code == 0
     lines = r.out.splitlines()
-    assert lines[0].split() == ["NAME", "ID", "STATUS", "CORES", "LOAD", "IP", "LAST",
+    assert lines[0].split() == ["NAME", "ID", "STATUS", "CORES", "LOAD", "TARGET", "IP", "LAST",
                                 "HEARTBEAT", "BUILDING"]
-    assert lines[1].split()[:5] == ["drone-izar", "d-1", "building", "16", "7.5"]
+    # an older server sends no target_id: shown as "-"
+    assert lines[1].split()[:6] == ["drone-izar", "d-1", "building", "16", "7.5", "-"]
     assert lines[1].endswith("dev-libs/openssl-3.3.2 40%")
     r = cli("--orchestrator", fake_server.url, "--json", "drones")
     assert r.json() == DRONES

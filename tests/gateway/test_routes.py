@@ -26,7 +26,7 @@ async def test_build_swarm_is_sanitized_and_in_the_envelope(rig: Rig) -> None:
     assert data["orchestrator_status"] == "up"
     assert data["queue"] == {"pending": 3, "building": 2, "completed": 5, "failed": 2}
     assert data["drones"][0] == {"name": "drone-Izar", "cores": 16, "status": "building",
-                                 "current_package": "sys-libs/glibc-2.39"}
+                                 "current_package": "sys-libs/glibc-2.39", "target": None}
     assert data["drones"][1]["name"] == "drone-Vega"
     body = json.dumps(doc).lower()
     for secret in ("izar-host", "secretbox", "10.42.0.201", "192.168.20.7", "aa:bb", "00-11"):
