@@ -131,7 +131,7 @@ def main() -> int:
         sample = (REPO / "demo" / "sample-world.txt").read_text()
         if (BIN / "build-swarm").exists():
             cli = subprocess.run(
-                [str(BIN / "build-swarm"), "--orchestrator", sd_url, "submit",
+                [str(BIN / "build-swarm"), "--orchestrator", sd_url, "submit", "--any-target",
                  str(REPO / "demo" / "sample-world.txt"), "--request-id", "demo-world"],
                 env=env, capture_output=True, text=True, timeout=60)
             print("demo: $ build-swarm submit demo/sample-world.txt")
