@@ -105,6 +105,7 @@ class Binhost:
         self._lock = threading.Lock()
         self._last_ts = 0
         self._settings: Any = None
+        self._bt: Any = None
 
     def open(self) -> None:
         """Load portage and check its configuration; raises ConfigError (one line)."""
@@ -124,10 +125,14 @@ class Binhost:
             self._write_empty_index()
 
     def _tree(self) -> Any:
-        from portage.dbapi.bintree import binarytree
+        """One binarytree for the life of the publisher: it reads the index once to populate;
+        ``inject`` itself re-reads ``Packages`` under portage's lock at every publish, so
+        packages added by hand meanwhile are kept."""
+        if self._bt is None:
+            from portage.dbapi.bintree import binarytree
 
-        settings = self._settings
-        return binarytree(pkgdir=str(self.root), settings=settings)
+            self._bt = binarytree(pkgdir=str(self.root), settings=self._settings)
+        return self._bt
 
     def _write_empty_index(self) -> None:
         from portage.getbinpkg import PackageIndex
@@ -241,6 +246,38 @@ class Binhost:
             upload.unlink()
         st = final.stat()
         return Published(path=final_rel, size=st.st_size, sha256=sha256, build_id=build_id)
+
+    def restore(self, cpv: str, rel: str, size: int, sha256: str) -> str:
+        """Put a published package that is missing from the index back (after a crash, or an
+        index replaced by hand). ``"restored"``, ``"missing"`` (no file) or ``"changed"`` (the
+        file is not what was published). Blocking."""
+        with self._lock:
+            if self._settings is None:
+                self.open()
+            path = self.root / rel
+            if not path.is_file():
+                return "missing"
+            if sha256_of(path) != (size, sha256):
+                return "changed"
+            self._wait_new_second()
+            got = self._tree().inject(cpv, current_pkg_path=str(path),
+                                      allocated_pkg_path=str(path))
+            self._last_ts = self.index_timestamp()
+            return "restored" if got is not None else "changed"
+
+    def reindex(self) -> None:
+        """Rebuild ``Packages`` from the package files with portage's own reindex (what
+        ``emaint binhost --fix`` does): for many missing entries at once, one index write
+        instead of one per package. Blocking."""
+        from portage.dbapi.bintree import binarytree
+
+        with self._lock:
+            if self._settings is None:
+                self.open()
+            self._wait_new_second()
+            self._bt = binarytree(pkgdir=str(self.root), settings=self._settings)
+            self._bt.populate(force_reindex=True)
+            self._last_ts = self.index_timestamp()
 
     def indexed(self) -> dict[str, str]:
         """{PATH: CPV} of every package in ``Packages`` (for checks after recovery)."""

@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("swarmd.publish")
 
+REINDEX_OVER = 20  # more missing index entries than this: one reindex instead of injects
+
 
 class Publisher:
     def __init__(self, orch: Orchestrator, root: Path) -> None:
@@ -40,6 +42,7 @@ class Publisher:
         self.last_publish_s: float | None = None
         self.last_error: str | None = None
         self.durations: list[float] = []  # seconds per publish, the last 1000
+        self.reconciled: dict[str, int] = {}
 
     def enqueue(self, build_id: str) -> None:
         """Hand a ``publishing`` build to the task. Not a checkpoint."""
@@ -55,6 +58,7 @@ class Publisher:
         """Open the binhost (ConfigError is fatal), re-queue what a crash interrupted, then
         publish builds as they come."""
         await trio.to_thread.run_sync(self.binhost.open)
+        await self.reconcile()
         redo = sorted(b.id for b in self.orch.state.builds.values() if b.state == "publishing")
         if redo:
             log.info("publishing %d build(s) that were not in the index at the last stop",
@@ -65,6 +69,59 @@ class Publisher:
         task_status.started()
         async for bid in self._recv:
             await self._one(bid)
+
+    async def reconcile(self) -> dict[str, int]:
+        """Make the index agree with the journal: every package the journal says is published
+        (and still current) is in ``Packages``; one that is not is put back when its file is
+        there and unchanged, else reported (it needs a rebuild: submit it again). Packages in
+        the index that swarmd did not publish (added by hand) are left alone."""
+        t0 = time.perf_counter()
+        indexed = await trio.to_thread.run_sync(self.binhost.indexed)
+        counts = {"published": 0, "restored": 0, "missing": 0, "changed": 0, "foreign": 0}
+        ours: set[str] = set()
+        todo = []
+        keys = {id(p): k for k, p in self.orch.state.packages.items()}
+        for p in list(self.orch.state.packages.values()):
+            art = p.artifact or {}
+            if "portage_build_id" not in art:
+                continue  # built without a binhost (or by a swarmd before publishing existed)
+            counts["published"] += 1
+            path = str(art.get("path", ""))
+            ours.add(path)
+            if indexed.get(path) != p.cpv:
+                todo.append(p)
+        if len(todo) > REINDEX_OVER:
+            # Many at once (a lost or replaced index): one reindex, then check what is left.
+            log.warning("%d published packages are not in the index: reindexing %s",
+                        len(todo), self.binhost.root)
+            await trio.to_thread.run_sync(self.binhost.reindex)
+            indexed = await trio.to_thread.run_sync(self.binhost.indexed)
+            counts["restored"] = sum(1 for p in todo if indexed.get(
+                str((p.artifact or {}).get("path", ""))) == p.cpv)
+            todo = [p for p in todo if indexed.get(str((p.artifact or {}).get("path", "")))
+                    != p.cpv]
+        for p in todo:
+            art = p.artifact or {}
+            path = str(art.get("path", ""))
+            how = await trio.to_thread.run_sync(
+                self.binhost.restore, p.cpv, path, int(art.get("size", -1)),
+                str(art.get("sha256", "")))
+            counts[how] += 1
+            if how == "restored":
+                log.warning("%s was published but not in the index: put back", path)
+            else:
+                log.error("%s (%s) was published but its file is %s: it no longer counts as "
+                          "built; the next submission that asks for it builds it again",
+                          path, p.cpv, how)
+                await self.orch.commit({"type": "unpublished", "key": keys[id(p)],
+                                        "why": f"file {how}"})
+        counts["foreign"] = sum(1 for path in indexed if path not in ours)
+        log.info("binhost index checked against the journal in %.2f s: %d published, %d put "
+                 "back, %d missing, %d changed, %d not published by swarmd",
+                 time.perf_counter() - t0, counts["published"], counts["restored"],
+                 counts["missing"], counts["changed"], counts["foreign"])
+        self.reconciled = counts
+        return counts
 
     async def _one(self, bid: str) -> None:
         failures = 0

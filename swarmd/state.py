@@ -911,6 +911,15 @@ class State:
         notices.append(self._queue_notice())
         return Outcome(result={"build_id": b.id, "state": e.state}, notices=notices)
 
+    def _on_unpublished(self, ev: dict[str, Any]) -> Outcome:
+        """A published package's file is gone from the binhost (found at start-up): forget that
+        it is built, so that the next submission that asks for it builds it again."""
+        key = str(ev["key"])
+        p = self.packages.pop(key, None)
+        if p is None:
+            return refuse("not_found", f"no built package {key!r}")
+        return Outcome(result={"cpv": p.cpv, "build_id": p.build_id})
+
     def _succeed(self, b: Build, e: Entry, d: Drone, ts: float,
                  notices: list[dict[str, Any]]) -> None:
         self._end_build(b, "success", ts)

@@ -159,5 +159,16 @@ def test_real_portage_end_to_end(tmp_path: Path) -> None:
         hello = subprocess.run(["swarm-hello"], capture_output=True, text=True, timeout=30,
                                env=run_env)
         assert "hello-1.1" in hello.stdout
+
+        # The index is lost (or replaced by hand) while swarmd is down: at start-up swarmd
+        # makes it agree with the journal again.
+        sw.kill_swarmd()
+        for name in ("Packages", "Packages.gz"):
+            (sw.binhost / name).unlink()
+        sw.start_swarmd()
+        index = _check_binhost(sw)
+        assert {d["CPV"] for d in index} == ALL | {"swarm-demo/hello-1.1"}
+        log = (sw.work / "swarmd.log").read_text()
+        assert "checked against the journal" in log
     finally:
         sw.stop()
