@@ -868,6 +868,8 @@ class State:
             self._end_build(b, "publishing", ts)
             b.state = "publishing"
             b.result = None
+            if e.state == "assigned":
+                self._set_state(e, "building", ts)
             notices.append(self._progress_notice(b, "progress", ts))
             notices[-1]["data"]["percent"] = 100.0
         elif result == "success":
