@@ -705,30 +705,40 @@ async def _watch(ctx: Ctx, view: clirender.WatchView, tty: bool) -> None:
 # -- argument parsing and main ----------------------------------------------------------------
 
 
+def _global_options(p: argparse.ArgumentParser, *, after: bool) -> None:
+    """--gateway/--orchestrator/--json/--config/--timeout. Before the command they have their
+    defaults; after it (``after``) they are SUPPRESSed when absent, so a value given before the
+    command is not overwritten: `build-swarm status --json` == `build-swarm --json status`."""
+    d: dict[str, Any] = {"default": argparse.SUPPRESS} if after else {}
+    target = p.add_mutually_exclusive_group()
+    target.add_argument("--gateway", metavar="URL",
+                        help="gateway base URL; admin key from SWARM_ADMIN_KEY", **d)
+    target.add_argument("--orchestrator", metavar="URL",
+                        help="swarmd base URL; control token from SWARM_CONTROL_TOKEN "
+                             f"(default {DEFAULT_ORCHESTRATOR})", **d)
+    p.add_argument("--json", action="store_true", help="print the server's raw JSON", **d)
+    p.add_argument("--config", metavar="PATH",
+                   help="CLI config (default ~/.config/build-swarm/cli.toml, "
+                        "then /etc/build-swarm/cli.toml)", **d)
+    p.add_argument("--timeout", type=float, metavar="SECONDS", help="HTTP timeout", **d)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    _global_options(common, after=True)
     p = argparse.ArgumentParser(
         prog="build-swarm",
         description="Drive a build-swarm: submit world updates, inspect the queue and drones, "
-                    "watch builds. Global options go before the command.",
+                    "watch builds. Global options go before or after the command.",
         epilog="exit codes: 0 ok, 1 request finished with failures, 2 usage/config, "
                "3 cannot connect, 4 key/token refused, 5 rejected by the server, "
                "6 server error, 7 local failure (input file, emerge), 130 interrupted",
     )
-    target = p.add_mutually_exclusive_group()
-    target.add_argument("--gateway", metavar="URL",
-                        help="gateway base URL; admin key from SWARM_ADMIN_KEY")
-    target.add_argument("--orchestrator", metavar="URL",
-                        help="swarmd base URL; control token from SWARM_CONTROL_TOKEN "
-                             f"(default {DEFAULT_ORCHESTRATOR})")
-    p.add_argument("--json", action="store_true", help="print the server's raw JSON")
-    p.add_argument("--config", metavar="PATH",
-                   help="CLI config (default ~/.config/build-swarm/cli.toml, "
-                        "then /etc/build-swarm/cli.toml)")
-    p.add_argument("--timeout", type=float, metavar="SECONDS", help="HTTP timeout")
+    _global_options(p, after=False)
     p.add_argument("--version", action="version", version=f"build-swarm {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    s = sub.add_parser("submit", help="submit emerge --pretend output (file, stdin or --run)")
+    s = sub.add_parser("submit", parents=[common], help="submit emerge --pretend output (file, stdin or --run)")
     s.add_argument("file", nargs="?", metavar="FILE|-", help="emerge output; - or none: stdin")
     s.add_argument("--run", action="store_true",
                    help="run emerge -puDNv --tree --getbinpkg --color=n @world (NO_COLOR=1) "
@@ -743,30 +753,30 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--any-target", action="store_true",
                    help="do not send this machine's portage target: any drone may build it")
 
-    sub.add_parser("status", help="orchestrator health, journal and counts")
-    sub.add_parser("drones", help="every drone and what it builds")
-    q = sub.add_parser("queue", help="the build queue")
+    sub.add_parser("status", parents=[common], help="orchestrator health, journal and counts")
+    sub.add_parser("drones", parents=[common], help="every drone and what it builds")
+    q = sub.add_parser("queue", parents=[common], help="the build queue")
     q.add_argument("--state", metavar="S", help="only these states (comma-separated)")
-    b = sub.add_parser("builds", help="build history, newest first (orchestrator only)")
+    b = sub.add_parser("builds", parents=[common], help="build history, newest first (orchestrator only)")
     b.add_argument("--limit", type=int, default=100, metavar="N")
-    b1 = sub.add_parser("build", help="one build attempt with its log (orchestrator only)")
+    b1 = sub.add_parser("build", parents=[common], help="one build attempt with its log (orchestrator only)")
     b1.add_argument("id", metavar="ID")
     b1.add_argument("--tail", type=int, default=50, metavar="N", help="log lines (default 50)")
-    sub.add_parser("packages", help="known packages and their binary status (orchestrator only)")
-    c = sub.add_parser("cancel", help="cancel a request or a single queue entry")
+    sub.add_parser("packages", parents=[common], help="known packages and their binary status (orchestrator only)")
+    c = sub.add_parser("cancel", parents=[common], help="cancel a request or a single queue entry")
     c.add_argument("id", metavar="ID")
-    r = sub.add_parser("restart", help="tell a drone's agent to restart")
+    r = sub.add_parser("restart", parents=[common], help="tell a drone's agent to restart")
     r.add_argument("drone", metavar="DRONE", help="drone id or name")
-    lg = sub.add_parser("logs", help="recent orchestrator log lines and drone events")
+    lg = sub.add_parser("logs", parents=[common], help="recent orchestrator log lines and drone events")
     lg.add_argument("--limit", type=int, default=100, metavar="N")
-    sub.add_parser("config", help="the effective configuration (secrets redacted)")
-    sub.add_parser("watch", help="live view of drones, builds and the queue")
-    bh = sub.add_parser("binhost", help="print the binrepos.conf stanza of the swarm's binhost")
+    sub.add_parser("config", parents=[common], help="the effective configuration (secrets redacted)")
+    sub.add_parser("watch", parents=[common], help="live view of drones, builds and the queue")
+    bh = sub.add_parser("binhost", parents=[common], help="print the binrepos.conf stanza of the swarm's binhost")
     bh.add_argument("--url", metavar="URL",
                     help="the binhost URL (default: asked from the gateway's /api/v1/binhost)")
-    h = sub.add_parser("history", help="compile-time history")
+    h = sub.add_parser("history", parents=[common], help="compile-time history")
     hsub = h.add_subparsers(dest="history_command", metavar="ACTION", required=True)
-    hi = hsub.add_parser("import", help="learn compile times from emerge.log (orchestrator only)")
+    hi = hsub.add_parser("import", parents=[common], help="learn compile times from emerge.log (orchestrator only)")
     hi.add_argument("emerge_log", metavar="EMERGE_LOG", nargs="?", default="/var/log/emerge.log")
     hi.add_argument("--dry-run", action="store_true", help="parse and show, send nothing")
     return p
@@ -797,6 +807,8 @@ def run(
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             args = parser.parse_args(list(argv) if argv is not None else None)
+            if args.gateway and args.orchestrator:  # one before the command, one after it
+                parser.error("argument --orchestrator: not allowed with argument --gateway")
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     api: Api | None = None

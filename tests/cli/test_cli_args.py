@@ -28,9 +28,23 @@ def test_global_options_go_before_the_command() -> None:
     assert (a.id, a.tail) == ("b-1", 50)
 
 
+def test_global_options_are_accepted_after_the_command_too() -> None:
+    """`build-swarm status --json` works like `build-swarm --json status`."""
+    p = climod.build_parser()
+    a = p.parse_args(["status", "--json", "--orchestrator", "http://o:8080", "--timeout", "3"])
+    assert (a.command, a.json, a.orchestrator, a.timeout, a.gateway) == (
+        "status", True, "http://o:8080", 3.0, None)
+    a = p.parse_args(["--json", "queue", "--state", "ready"])
+    assert (a.json, a.state) == (True, "ready")
+    a = p.parse_args(["queue"])
+    assert a.json is False
+    a = p.parse_args(["history", "import", "--dry-run", "--json"])
+    assert (a.history_command, a.json) == ("import", True)
+
+
 @pytest.mark.parametrize("argv", [
     ["--gateway", "http://a", "--orchestrator", "http://b", "status"],  # both targets
-    ["status", "--json"],  # global option after the command
+    ["--gateway", "http://a", "status", "--orchestrator", "http://b"],  # both, either side
     [],  # no command
     ["queue", "--state"],  # missing value
     ["frobnicate"],
