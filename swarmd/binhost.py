@@ -109,10 +109,17 @@ class Binhost:
 
     def open(self) -> None:
         """Load portage and check its configuration; raises ConfigError (one line)."""
-        import portage
-
         self.root.mkdir(parents=True, exist_ok=True)
-        settings = portage.config(clone=portage.settings)
+        try:
+            import portage
+
+            settings = portage.config(clone=portage.settings)
+        except Exception as exc:  # portage fails in many ways without make.globals
+            raise ConfigError(
+                f"binhost_dir: swarmd cannot load its portage configuration "
+                f"({type(exc).__name__}: {exc}); it needs make.globals with "
+                "FEATURES=binpkg-multi-instance (check PORTAGE_CONFIGROOT / "
+                "PORTAGE_OVERRIDE_EPREFIX of the swarmd service)") from None
         if "binpkg-multi-instance" not in settings.features:
             raise ConfigError(
                 "binhost_dir: swarmd's portage configuration lacks "

@@ -12,6 +12,7 @@ restarts it; replay recovers everything acknowledged).
 from __future__ import annotations
 
 import argparse
+import errno
 import functools
 import gc
 import logging
@@ -226,14 +227,38 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         if _find(group, (KeyboardInterrupt,)) is not None:
             return 0
+        bad = _find(group, (ConfigError,))
+        if bad is not None:
+            print(f"swarmd: configuration error: {bad}", file=sys.stderr)
+            return 2
+        oserr = _find(group, (OSError,))
+        if oserr is not None:
+            return _start_error(cfg, oserr)
         raise
+    except ConfigError as exc:
+        print(f"swarmd: configuration error: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:
-        print(f"swarmd: cannot start: {exc}", file=sys.stderr)
-        return 1
+        return _start_error(cfg, exc)
     except KeyboardInterrupt:
         return 0
     log.info("swarmd stopped")
     return 0
+
+
+def _start_error(cfg: SwarmdConfig, exc: OSError) -> int:
+    """One line for what stops swarmd from starting: a busy or foreign listen address (exit 2,
+    a configuration to change), anything else (exit 1)."""
+    if exc.errno in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):
+        why = exc.strerror or str(exc)
+        hint = {errno.EADDRINUSE: "another process listens there (another swarmd?); "
+                                  "stop it or change listen",
+                errno.EADDRNOTAVAIL: "no interface has that address; change listen",
+                errno.EACCES: "ports below 1024 need privileges; change listen"}[exc.errno]
+        print(f"swarmd: cannot listen on {cfg.listen}: {why.lower()}: {hint}", file=sys.stderr)
+        return 2
+    print(f"swarmd: cannot start: {exc}", file=sys.stderr)
+    return 1
 
 
 def _find(exc: BaseException, kinds: tuple[type[BaseException], ...]) -> Any:
