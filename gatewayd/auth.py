@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import collections
 import enum
-import hmac
 from collections.abc import Sequence
 
 import attrs
+
+from swarmlib.auth import secret_in
 
 MAX_TRACKED = 10_000
 # Query parameters that look like someone put a key in a URL.
@@ -63,13 +64,7 @@ class AdminAuth:
         return bool(self._keys)
 
     def key_matches(self, presented: str | None) -> bool:
-        if presented is None:
-            presented = ""
-        candidate = presented.encode("utf-8", "surrogateescape")
-        matched = False
-        for k in self._keys:
-            matched |= hmac.compare_digest(candidate, k)
-        return matched and bool(presented)
+        return secret_in(self._keys, presented)
 
     def check(self, client: str, presented: str | None, now: float) -> Verdict:
         until = self._locked.get(client)

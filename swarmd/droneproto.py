@@ -11,10 +11,10 @@ and changes nothing.
 
 from __future__ import annotations
 
-import hmac
 import json
 from typing import TYPE_CHECKING, Any
 
+from swarmlib.auth import bearer_ok
 from swarmlib.errors import BadRequest, SwarmError
 from swarmlib.macaddr import normalize_mac
 from swarmlib.target import normalize as normalize_target
@@ -51,13 +51,9 @@ def route(method: str, path: str) -> tuple[str, str] | None:
 
 
 def token_ok(expected: str, header: str | None) -> bool:
-    """The Bearer token rule: any request when no token is configured, else a constant-time
-    comparison of ``Authorization: Bearer <token>``."""
-    if not expected:
-        return True
-    if not header or not header.startswith("Bearer "):
-        return False
-    return hmac.compare_digest(header[7:].strip().encode(), expected.encode())
+    """The Bearer token rule of both daemons (swarmlib.auth): open when no token is
+    configured, else a constant-time comparison; the scheme is case-insensitive."""
+    return bearer_ok(expected, header)
 
 
 def error_doc(status: int, code: str, message: str, **extra: Any) -> tuple[int, bytes]:
