@@ -25,6 +25,16 @@ copy it holds. So no two index writes may carry the same TIMESTAMP: before each 
 publisher waits for a second later than the last write's. (At most one publish per second: a
 binhost that needs more should batch; see docs/BENCHMARKS.md.)
 
+Over HTTP there is a second rule. Portage asks for the index with ``If-Modified-Since`` set to
+its copy's TIMESTAMP *plus 5 seconds* (``TIMESTAMP_TOLERANCE`` in portage's URL opener), and
+portage itself gives the index files the mtime of their TIMESTAMP, so a web server that honours
+If-Modified-Since (nginx, Python's http.server) answers "304 Not Modified" for any index written
+within 5 s of the copy a drone holds: the drone keeps building against an index that lacks the
+dependency swarmd just published. (Seen in ``make demo``: "plan: would compile
+swarm-demo/libgreet-1.0 from source", 2 runs in 3.) So after each write the publisher sets the
+mtime of ``Packages`` and ``Packages.gz`` to TIMESTAMP + 5: a server's Last-Modified is then newer
+than a client's If-Modified-Since exactly when the index is newer than the client's copy.
+
 The steps are idempotent after a crash: a publish that is journaled as begun but not as done
 is simply run again; if the upload is gone but the final file has the reported sha256, the
 move happened and only the index write is redone (``inject`` replaces an entry with the same
@@ -52,6 +62,7 @@ from swarmlib.errors import ConfigError
 log = logging.getLogger("swarmd.binhost")
 
 SUFFIXES = (".gpkg.tar", ".xpak", ".tbz2")
+IMS_TOLERANCE_S = 5  # what portage adds to its copy's TIMESTAMP in If-Modified-Since
 UPLOAD_SUFFIX = ".upload"
 
 
@@ -156,6 +167,18 @@ class Binhost:
             raise
         out.close()
         self._last_ts = self.index_timestamp()
+        self._stamp()
+
+    def _stamp(self) -> None:
+        """Give the index files the mtime TIMESTAMP + IMS_TOLERANCE_S (module docstring)."""
+        ts = self.index_timestamp()
+        if not ts:
+            return
+        for name in ("Packages", "Packages.gz"):
+            try:
+                os.utime(self.root / name, (ts + IMS_TOLERANCE_S, ts + IMS_TOLERANCE_S))
+            except FileNotFoundError:
+                pass
 
     def index_timestamp(self) -> int:
         try:
@@ -246,6 +269,7 @@ class Binhost:
         tree = self._tree()
         got = tree.inject(cpv, current_pkg_path=str(source), allocated_pkg_path=str(final))
         self._last_ts = self.index_timestamp()
+        self._stamp()
         if got is None:
             raise PublishError(f"portage refused {upload_rel} as a binary package of {cpv} "
                                f"(see swarmd's log for portage's message)")
@@ -270,6 +294,7 @@ class Binhost:
             got = self._tree().inject(cpv, current_pkg_path=str(path),
                                       allocated_pkg_path=str(path))
             self._last_ts = self.index_timestamp()
+            self._stamp()
             return "restored" if got is not None else "changed"
 
     def reindex(self) -> None:
@@ -285,6 +310,7 @@ class Binhost:
             self._bt = binarytree(pkgdir=str(self.root), settings=self._settings)
             self._bt.populate(force_reindex=True)
             self._last_ts = self.index_timestamp()
+            self._stamp()
 
     def indexed(self) -> dict[str, str]:
         """{PATH: CPV} of every package in ``Packages`` (for checks after recovery)."""

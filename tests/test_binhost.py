@@ -171,3 +171,47 @@ def test_hand_edited_index_is_kept(tmp_path: Path, built: dict[str, Path]) -> No
     assert "CPV: swarm-demo/banner-1.0" in text
     assert "CPV: swarm-demo/libgreet-1.0" in text
     assert emaint(bh, env).returncode == 0
+
+
+def test_client_over_http_sees_a_publish_made_seconds_after_its_copy(
+        tmp_path: Path, built: dict[str, Path]) -> None:
+    """Portage asks for the index with If-Modified-Since = its copy's TIMESTAMP + 5 s; a publish
+    within those 5 s must still reach it (the index files' mtime is TIMESTAMP + 5). Failed
+    before: the client got 304 and kept planning to compile banner from source."""
+    import socket
+    import time
+
+    env = make_publisher_env(tmp_path / "pub")
+    bh = tmp_path / "binhost"
+    bh.mkdir()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    http = subprocess.Popen([sys.executable, "-m", "http.server", "--bind", "127.0.0.1",
+                             "--directory", str(bh), str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        client = make_sandbox(tmp_path / "client", repo=copy_repo(tmp_path / "repo"),
+                              binhost_url=f"http://127.0.0.1:{port}")
+        lib = "swarm-demo/libgreet-1.0"
+        res = publish(bh, env, [(lib, upload(bh, built["libgreet"], lib, "b-0000001"),
+                                 None, None)])
+        assert "ok" in res[0]
+        deadline = time.monotonic() + 10
+        while True:
+            first = client.emerge("-pv", "--getbinpkgonly", "=" + lib)
+            if "[binary" in first.stdout or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert "[binary" in first.stdout, first.stdout + first.stderr
+        t_copy = time.time()
+        res = publish(bh, env, [("swarm-demo/banner-1.0",
+                                 upload(bh, built["banner"], "swarm-demo/banner-1.0",
+                                        "b-0000002"), None, None)])
+        assert "ok" in res[0]
+        assert time.time() - t_copy < 5, "too slow to test the 5 s window"
+        second = client.emerge("-pv", "--getbinpkgonly", "=swarm-demo/banner-1.0")
+        assert "[binary" in second.stdout, second.stdout + second.stderr
+    finally:
+        http.terminate()
+        http.wait(10)
