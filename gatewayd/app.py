@@ -16,6 +16,7 @@ import re
 import secrets
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -28,12 +29,14 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 import swarmlib
+from gatewayd import page
 from gatewayd.auth import KEY_PARAMS, AdminAuth, Outcome
 from gatewayd.cache import Entry, FetchFailed, TTLCache
 from gatewayd.config import MAX_BODY_BYTES, GatewayConfig
 from gatewayd.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from gatewayd.metrics import Metrics
 from gatewayd.probe import Probe, ProbeState
+from gatewayd.push import QueueHistory
 from gatewayd.sanitize import LeakRefused, Sanitizer, utc_now_iso
 from gatewayd.spool import Offload, Replayer, Spool, SpoolFull, SpoolItem
 from gatewayd.upstream import Upstream
@@ -87,6 +90,8 @@ class Gateway:
     auth: AdminAuth
     metrics: Metrics
     upstream: Upstream
+    # Queue depth samples for the status page, fed by the push hub (gatewayd.main).
+    queue_history: QueueHistory = attrs.field(factory=QueueHistory)
 
     @classmethod
     def create(
@@ -232,7 +237,9 @@ def _client_addr() -> str:
 
 def create_app(gw: Gateway, *, public: bool = True) -> QuartTrio:
     """The Quart-Trio app of one listener: ``public=True`` for 8090, False for 8100."""
-    app = QuartTrio("gatewayd.public" if public else "gatewayd.admin")
+    # static_folder=None: Quart's own /static route is off; the page's files are served by
+    # ``static_response`` (ETag from the content, read once at start).
+    app = QuartTrio("gatewayd.public" if public else "gatewayd.admin", static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.config["JSON_SORT_KEYS"] = False
 
@@ -279,6 +286,23 @@ def _public_routes(app: QuartTrio, gw: Gateway) -> None:
         if route not in PUBLIC_ROUTES:
             return error_response(404, "not_found", "no such public endpoint")
         return await public_view(gw, route)
+
+    @app.get("/api/v1/services/public/queue-history")
+    async def queue_history() -> Response:
+        got = queue_history_data(gw)
+        if got.refused is not None:
+            return _refused(got.refused, "queue-history")
+        return envelope(got.status, got.timestamp, got.data)
+
+    static_files = page.load_static()
+
+    @app.get("/")
+    async def index() -> Response:
+        return await status_page(gw)
+
+    @app.get("/static/<name>")
+    async def static_file(name: str) -> Response:
+        return static_response(static_files, name)
 
     @app.get("/api/v1/binhost")
     async def binhost() -> Response:
@@ -327,9 +351,20 @@ def _refused(exc: LeakRefused, route: str) -> Response:
                           "the public payload failed the leak check and was not sent")
 
 
-async def public_view(gw: Gateway, route: str) -> Response:
+@attrs.frozen(kw_only=True)
+class PublicData:
+    """One public route's answer before it is written: envelope status, time and data (None
+    before any data exists), or the leak check's refusal."""
+
+    status: str
+    timestamp: str
+    data: dict[str, Any] | None
+    refused: LeakRefused | None = None
+
+
+async def public_data(gw: Gateway, route: str) -> PublicData:
     """Checkpoint. One public route: fresh or cached data, or the last data while swarmd is
-    down (``degraded``), or 503 ``error`` before any data exists."""
+    down (``degraded``), or no data (``error``) before any data exists."""
     entry: Entry[dict[str, Any]] | None = None
     fresh = False
     if gw.probe.up:
@@ -339,19 +374,79 @@ async def public_view(gw: Gateway, route: str) -> Response:
         except FetchFailed as exc:
             if isinstance(exc.cause, LeakRefused):
                 gw.metrics.sanitizer_refusals.inc()
-                return _refused(exc.cause, route)
+                return PublicData(status="error", timestamp=utc_now_iso(), data=None,
+                                  refused=exc.cause)
             entry = gw.cache.peek(route)
     else:
         entry = gw.cache.peek(route)
     if entry is None:
+        return PublicData(status="error", timestamp=utc_now_iso(), data=None)
+    up = fresh and gw.probe.up
+    return PublicData(status="ok" if up else "degraded", timestamp=entry.wall,
+                      data=with_orchestrator_state(route, entry.value, up))
+
+
+async def public_view(gw: Gateway, route: str) -> Response:
+    """Checkpoint. One public route as a response (see ``public_data``)."""
+    got = await public_data(gw, route)
+    if got.refused is not None:
+        return _refused(got.refused, route)
+    if got.data is None:
         return envelope(
-            "error", utc_now_iso(), None, 503,
+            "error", got.timestamp, None, 503,
             error={"code": "orchestrator_unavailable",
                    "message": "no data yet: the orchestrator is down or unreachable"},
         )
-    up = fresh and gw.probe.up
-    return envelope("ok" if up else "degraded", entry.wall,
-                    with_orchestrator_state(route, entry.value, up))
+    return envelope(got.status, got.timestamp, got.data)
+
+
+def queue_history_data(gw: Gateway) -> PublicData:
+    """The gateway's own ring of queue depth samples (no call to swarmd)."""
+    try:
+        data = gw.sanitizer.queue_history(gw.queue_history.recent())
+    except LeakRefused as exc:
+        return PublicData(status="error", timestamp=utc_now_iso(), data=None, refused=exc)
+    return PublicData(status="ok" if gw.probe.up else "degraded", timestamp=utc_now_iso(),
+                      data=data)
+
+
+async def status_page(gw: Gateway) -> Response:
+    """Checkpoint. ``GET /``: the status page, built from the public payloads only."""
+    got: dict[str, PublicData] = {}
+    for route in ("build-swarm", "infrastructure", "queue", "build-history"):
+        got[route] = await public_data(gw, route)
+    got["queue-history"] = queue_history_data(gw)
+    for route, pd in got.items():
+        if pd.refused is not None:
+            log.error("sanitizer refused the %s payload for the page: %s", route, pd.refused)
+
+    def section(route: str) -> page.Section:
+        pd = got[route]
+        return page.Section(status=pd.status, timestamp=pd.timestamp, data=pd.data)
+
+    doc = page.render(page.PageView(
+        swarm=section("build-swarm"),
+        infrastructure=section("infrastructure"),
+        queue=section("queue"),
+        history=section("build-history"),
+        queue_history=section("queue-history"),
+        orchestrator_up=gw.probe.up,
+        now=datetime.now(UTC),
+    ))
+    return Response(doc, status=200, content_type="text/html; charset=utf-8",
+                    headers=page.PAGE_HEADERS)
+
+
+def static_response(files: dict[str, page.StaticFile], name: str) -> Response:
+    """A file of ``gatewayd/static`` with its ETag and Last-Modified (304 when unchanged)."""
+    f = files.get(name)
+    if f is None:
+        return error_response(404, "not_found", "no such file")
+    headers = {"ETag": f.etag, "Last-Modified": f.last_modified,
+               "Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"}
+    if page.etag_matches(request.headers.get("If-None-Match"), f.etag):
+        return Response(b"", status=304, headers=headers)
+    return Response(f.body, status=200, content_type=f.content_type, headers=headers)
 
 
 # -- admin ----------------------------------------------------------------------------------------

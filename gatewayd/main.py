@@ -163,6 +163,7 @@ async def _serve_public(
         ping_interval_s=cfg.ws_ping_interval_s,
         pong_timeout_s=cfg.ws_pong_timeout_s,
         metrics_clients_gauge=gw.metrics.ws_clients,
+        queue_history=gw.queue_history,
     )
     async with trio.open_nursery() as nursery:
         await nursery.start(partial(

@@ -119,6 +119,49 @@ def snapshot_events(drones_doc: Any, status_doc: Any, *, seq: int, now: str) -> 
     return events
 
 
+class QueueHistory:
+    """Queue depth over time for the status page: a bounded ring of the public
+    ``queue_update`` messages the hub has seen (the public counts and their timestamps).
+
+    Plain Python (no I/O). Samples closer than ``min_interval_s`` to the previous one replace it
+    (so a burst of updates costs one slot, and the ring spans at least
+    ``capacity * min_interval_s`` seconds of a busy swarm); a sample equal to the previous one
+    is not stored again (the chart is a step line). Lost on restart, by choice: swarmd keeps no
+    such history, and the page only needs the last hours.
+    """
+
+    KEYS = ("pending", "building", "completed", "failed")
+
+    def __init__(self, capacity: int = 2880, min_interval_s: float = 5.0) -> None:
+        self.samples: collections.deque[dict[str, Any]] = collections.deque(maxlen=capacity)
+        self.min_interval_s = min_interval_s
+        self._last_at: float | None = None
+
+    def add(self, public: dict[str, Any]) -> None:
+        """Record one public ``queue_update`` message (other types are ignored)."""
+        if public.get("type") != "queue_update" or not isinstance(public.get("data"), dict):
+            return
+        ts = public.get("timestamp")
+        try:
+            at = datetime.fromisoformat(str(ts)).timestamp()
+        except ValueError:
+            return
+        data = public["data"]
+        sample = {"t": ts, **{k: data.get(k) for k in self.KEYS}}
+        if self.samples:
+            last = self.samples[-1]
+            if all(last.get(k) == sample[k] for k in self.KEYS):
+                return
+            if self._last_at is not None and 0 <= at - self._last_at < self.min_interval_s:
+                self.samples[-1] = {**sample, "t": last["t"]}
+                return
+        self.samples.append(sample)
+        self._last_at = at
+
+    def recent(self) -> list[dict[str, Any]]:
+        return list(self.samples)
+
+
 class Snapshot:
     """The current public state: latest drone_status per drone, latest queue_update.
 
@@ -267,8 +310,10 @@ class Hub:
         ping_interval_s: float = 60,
         pong_timeout_s: float = 30,
         metrics_clients_gauge: Any = None,
+        queue_history: QueueHistory | None = None,
     ) -> None:
         self.sanitizer = sanitizer
+        self.queue_history = queue_history if queue_history is not None else QueueHistory()
         self.buffer = buffer
         self.max_clients = max_clients
         self.ping_interval_s = ping_interval_s
@@ -330,6 +375,7 @@ class Hub:
             return None
         encoded = json.dumps(public, separators=(",", ":"))
         self.snapshot.apply(raw, public, encoded)
+        self.queue_history.add(public)
         self.broadcast([encoded])
         return encoded
 
@@ -341,6 +387,7 @@ class Hub:
             if public is None or public.get("type") not in ("drone_status", "queue_update"):
                 continue
             fresh.apply(raw, public, json.dumps(public, separators=(",", ":")))
+            self.queue_history.add(public)
         self.snapshot = fresh
         self.broadcast(fresh.messages())
 

@@ -549,6 +549,20 @@ class Sanitizer:
         data = {"counts": queue_counts(counts_src), "queued": len(packages), "packages": packages}
         return self.finish(data)
 
+    def queue_history(self, samples: Any) -> dict[str, Any]:
+        """``/api/v1/services/public/queue-history`` data: queue depth samples (the public
+        counts of ``queue_update`` messages the gateway saw, oldest first)."""
+        out = []
+        for smp in samples if isinstance(samples, list) else []:
+            if not isinstance(smp, dict):
+                continue
+            t = _timestamp(smp.get("t"))
+            if t is None:
+                continue
+            out.append({"t": t, **{k: _int(smp.get(k)) or 0
+                                   for k in ("pending", "building", "completed", "failed")}})
+        return self.finish({"samples": out})
+
     def discovery(
         self,
         *,
@@ -569,6 +583,7 @@ class Sanitizer:
                     "/api/v1/services/public/build-history",
                     "/api/v1/services/public/infrastructure",
                     "/api/v1/services/public/queue",
+                    "/api/v1/services/public/queue-history",
                     "/api/v1/binhost",
                     "/health",
                 ],
