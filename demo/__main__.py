@@ -12,7 +12,8 @@ prints a summary. It stops every process it started, also on failure and on Ctrl
 
 Environment:
 - DEMO=fake: the scheduler demo instead (demo/fake.py: 135 packages, fake emerge, 3 drones);
-- DEMO_HOLD=1: after the summary keep the swarm running (gateway URL printed) until Ctrl-C.
+- DEMO_HOLD=1: after the summary keep the swarm running (the status page's URL printed) until
+  Ctrl-C.
 Logs stay in .demo/ until the next run. Exit 0 on success, 1 with one line saying what failed.
 """
 
@@ -194,6 +195,8 @@ def run_real() -> int:
         gw_ok = gateway_up(gw, gw_url)
         if gw_ok:
             say(f"demo: gatewayd on {gw_url} (public API; binhost URL {sw.binhost_url}/)")
+            say(f"demo: the status page (Command Center): {gw_url}/  (DEMO_HOLD=1 keeps it "
+                "up after the summary)")
         else:
             say(f"demo: gatewayd did not start (exit {gw.poll()}, see .demo/gatewayd.log); "
                 "going on without it")
@@ -329,7 +332,7 @@ def run_real() -> int:
         rc = 0
         if os.environ.get("DEMO_HOLD") == "1":
             say()
-            say(f"demo: holding: gateway {gw_url if gw_ok else '(not running)'}, swarmd "
+            say(f"demo: holding: status page {gw_url + '/' if gw_ok else '(not running)'}, swarmd "
                 f"{sw.url}, binhost {sw.binhost_url}/; Ctrl-C stops everything")
             try:
                 while True:
