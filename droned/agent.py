@@ -469,6 +469,7 @@ class Agent:
     def _report(
         self, build: Build, result: str, *, error: str | None = None,
         artifact: dict[str, Any] | None = None, unbuildable: bool = False,
+        needs: list[str] | None = None,
     ) -> dict[str, Any]:
         body: dict[str, Any] = {
             "lease": build.lease,
@@ -479,6 +480,8 @@ class Agent:
         }
         if unbuildable:
             body["unbuildable"] = True
+        if needs:
+            body["needs"] = needs[:256]
         return body
 
     def _stopped_report(self, build: Build) -> dict[str, Any] | None:
@@ -513,7 +516,7 @@ class Agent:
         emerge = plan.is_emerge(argv)
         if emerge:
             try:
-                refused = await self._check_plan(build, argv)
+                refused, needs = await self._check_plan(build, argv)
             except OSError as exc:
                 return self._report(build, "failed", error=f"cannot run {argv[0]}: {exc}")
             if build.stop_reason:
@@ -521,7 +524,8 @@ class Agent:
             if refused is not None:
                 log.warning("plan refused: %s", refused.splitlines()[0], extra={"ids": build.ids()})
                 build.log.append(f">>> swarm-drone: not building: plan: {refused}\n".encode())
-                return self._report(build, "returned", error=f"plan: {refused}", unbuildable=True)
+                return self._report(build, "returned", error=f"plan: {refused}",
+                                    unbuildable=True, needs=needs)
             build.log.append(f">>> swarm-drone: build {json.dumps(argv)}\n".encode())
         try:
             rc = await run_process(build, argv, kill_grace_s=cfg.kill_grace_s, env=cfg.build_env)
@@ -565,8 +569,9 @@ class Agent:
             build, "success", artifact={"path": relpath, "size": size, "sha256": sha256}
         )
 
-    async def _check_plan(self, build: Build, argv: list[str]) -> str | None:
-        """Run the build argv with ``--pretend``; None when it builds only the package.
+    async def _check_plan(self, build: Build, argv: list[str]) -> tuple[str | None, list[str]]:
+        """Run the build argv with ``--pretend``: (None, []) when it builds only the package,
+        else (why not, the other packages it would compile).
 
         A checkpoint while emerge runs; its output also goes into the build log. Raises OSError
         when emerge cannot be started.
@@ -576,7 +581,9 @@ class Agent:
         out = bytearray()
         rc = await run_process(build, pretend, kill_grace_s=self.cfg.kill_grace_s,
                                env={**self.cfg.build_env, "NO_COLOR": "1"}, capture=out)
-        return plan.check_plan(out.decode("utf-8", "replace"), build.cpv, returncode=rc)
+        text = out.decode("utf-8", "replace")
+        refused = plan.check_plan(text, build.cpv, returncode=rc)
+        return refused, (plan.needed(text, build.cpv) if refused and rc == 0 else [])
 
     async def _probe(self, build: Build) -> Path | str:
         """The file this build produced (asked of portage under build_env), or the error.

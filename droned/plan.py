@@ -100,6 +100,17 @@ def check_plan(output: str, cpv: str, *, returncode: int = 0) -> str | None:
     return None
 
 
+def needed(output: str, cpv: str) -> list[str]:
+    """The CPVs the plan would compile besides ``cpv`` (sent to swarmd as ``needs``: when they
+    are queued in the same request, swarmd learns the dependency edges that emerge's --tree
+    output did not show and lets the package wait for them)."""
+    out: list[str] = []
+    for r in parse_rows(output):
+        if r.kind == "ebuild" and not same_cpv(r.cpv, cpv) and r.cpv not in out:
+            out.append(r.cpv)
+    return out
+
+
 def _binary_is(row_cpv: str, cpv: str) -> bool:
     """A binary row's CPV may carry its build id (``foo-1.0-3``)."""
     if same_cpv(row_cpv, cpv):

@@ -198,6 +198,10 @@ async def complete(orch: Orchestrator, bid: str, doc: dict[str, Any],
         raise BadRequest("body.unbuildable: expected true or false")
     if unbuildable and result != "returned":
         raise BadRequest("body.unbuildable: only a 'returned' build can be unbuildable")
+    needs = doc.get("needs") or []
+    if (not isinstance(needs, list) or len(needs) > 256
+            or not all(isinstance(n, str) and 0 < len(n) <= 256 for n in needs)):
+        raise BadRequest("body.needs: expected a list of at most 256 CPVs")
     atom = doc.get("atom")
     b = orch.state.builds.get(bid)
     if atom is not None and b is not None and atom not in (b.cpv, "=" + b.cpv):
@@ -207,6 +211,8 @@ async def complete(orch: Orchestrator, bid: str, doc: dict[str, Any],
                             "error": (err or "")[:4000] or None}
     if unbuildable:
         body["unbuildable"] = True
+        if needs:
+            body["needs"] = [n.lstrip("=") for n in needs]
     out = await orch.complete(bid, body)
     if result != "returned" and metrics is not None:
         metrics.build_seconds.labels(result).observe(float(duration))

@@ -567,6 +567,35 @@ class State:
         notices.append(self._queue_notice())
         return Outcome(result=self.request_record(req), notices=notices)
 
+    def _queued_deps(self, e: Entry, needs: list[str]) -> list[Entry] | None:
+        """The unfinished entries (same target) for every CPV in ``needs`` that ``e`` does not
+        wait for yet; None when one is not queued (the drone really cannot build it) or when
+        waiting for it would close a cycle."""
+        if not needs:
+            return None
+        found: list[Entry] = []
+        for cpv in needs:
+            match = None
+            for key in (entry_key(cpv, e.target_id, None), cpv):
+                eid = self.active_by_cpv.get(key)
+                if eid is not None:
+                    match = self.entries[eid]
+                    break
+            if match is None:
+                prefix = f"{cpv}@{e.target_id or '*'}["
+                for key, eid in self.active_by_cpv.items():
+                    if key.startswith(prefix):
+                        match = self.entries[eid]
+                        break
+            if match is None or match.id == e.id or match.target_id != e.target_id:
+                return None
+            if match.id in e.deps:
+                continue
+            if self._reaches(match.id, e.id):
+                return None
+            found.append(match)
+        return found or None
+
     def _publishing(self, e: Entry) -> bool:
         return e.build_id is not None and self.builds[e.build_id].state == "publishing"
 
@@ -848,7 +877,23 @@ class State:
         d = self.drones[b.drone_id]
         notices: list[dict[str, Any]] = []
         b.duration_s = float(ev.get("duration_s") or 0.0)
-        if result == "returned" and ev.get("unbuildable"):
+        learned = (self._queued_deps(e, [str(x) for x in ev.get("needs") or []])
+                   if result == "returned" and ev.get("unbuildable") else None)
+        if learned:
+            # The drone's plan wants packages that are queued but not built yet: dependency
+            # edges emerge's --tree output did not show (a package is printed once, under one
+            # of its parents). Wait for them; the drone did nothing wrong.
+            why = str(ev.get("error") or "waits for dependencies")
+            self._return_build(b, ts, why, notices)
+            for dep in learned:
+                e.deps.append(dep.id)
+                e.dep_cpvs.append(dep.cpv)
+                dep.dependents.append(e.id)
+                e.waiting += 1
+            if e.state == "ready":
+                self._set_state(e, "pending", ts)
+            self._recompute_priorities([e])
+        elif result == "returned" and ev.get("unbuildable"):
             why = str(ev.get("error") or "the drone's plan refused the package")
             self._return_build(b, ts, why, notices)
             if d.id not in e.excluded:

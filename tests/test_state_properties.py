@@ -504,6 +504,8 @@ class QueueMachine(RuleBasedStateMachine):
             ev["publish"] = True
         if unbuildable:
             ev["unbuildable"] = True
+            if data.draw(st.booleans()):
+                ev["needs"] = data.draw(st.lists(st.sampled_from(CPVS), max_size=2, unique=True))
         out = self.commit(ev)
         assert out.ok == valid
         if valid:
@@ -514,7 +516,10 @@ class QueueMachine(RuleBasedStateMachine):
             if publish:
                 expect = {"building"}
                 assert b.state == "publishing"
-            if unbuildable:
+            if unbuildable and e.state == "pending":
+                expect = {"pending"}  # waits for the queued packages its drone's plan needs
+                assert b.drone_id not in e.excluded
+            elif unbuildable:
                 expect = {"ready", "failed"}
                 assert b.drone_id in e.excluded
             assert e.state in expect

@@ -168,3 +168,34 @@ def test_publish_failed_is_a_failed_attempt() -> None:
     assert s.builds[str(bid)].error == "publish: corrupt upload"
     again = s.apply({"type": "published", "build_id": bid, "path": "x", "ts": 6.0})
     assert not again.ok
+
+
+def test_a_plan_that_needs_queued_packages_teaches_the_edge() -> None:
+    """emerge --tree prints a package once: in a diamond one parent loses its edge. The drone's
+    plan names what it would compile; if that is queued, the package waits for it instead of
+    failing, and no drone is excluded."""
+    s = State()
+    d = register(s, "d", "t")
+    submit(s, "r", ["a/lib-1", "a/app-1", "a/other-1"], tid="t")  # no edges known
+    app = next(e for e in s.entries.values() if e.cpv == "a/app-1")
+    lib = next(e for e in s.entries.values() if e.cpv == "a/lib-1")
+    s.apply({"type": "assign", "entry_id": app.id, "drone_id": d, "session": "s-d",
+             "lease": "L", "ts": 3.0})
+    out = s.apply({"type": "complete", "build_id": app.build_id, "lease": "L",
+                   "result": "returned", "unbuildable": True, "needs": ["a/lib-1"],
+                   "error": "plan: would compile a/lib-1 from source", "ts": 4.0})
+    assert out.ok
+    assert app.state == "pending"
+    assert app.deps == [lib.id]
+    assert app.id in lib.dependents
+    assert app.excluded == []
+    assert app.attempts == 0
+    # Needing a package that is not queued at all: the drone really cannot build it.
+    other = next(e for e in s.entries.values() if e.cpv == "a/other-1")
+    s.apply({"type": "assign", "entry_id": other.id, "drone_id": d, "session": "s-d",
+             "lease": "L2", "ts": 5.0})
+    s.apply({"type": "complete", "build_id": other.build_id, "lease": "L2",
+             "result": "returned", "unbuildable": True, "needs": ["x/elsewhere-1"],
+             "error": "plan: would compile x/elsewhere-1 from source", "ts": 6.0})
+    assert other.state == "failed"
+    assert d in other.excluded
