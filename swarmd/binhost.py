@@ -50,6 +50,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import shutil
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -298,17 +301,26 @@ class Binhost:
             return "restored" if got is not None else "changed"
 
     def reindex(self) -> None:
-        """Rebuild ``Packages`` from the package files with portage's own reindex (what
-        ``emaint binhost --fix`` does): for many missing entries at once, one index write
-        instead of one per package. Blocking."""
-        from portage.dbapi.bintree import binarytree
-
+        """Rebuild ``Packages`` from the package files with portage's own tool,
+        ``emaint binhost --fix`` (PKGDIR=binhost_dir): for many missing entries at once, one
+        index write instead of one per package, with the digests clients check (binarytree's
+        ``populate(force_reindex=True)`` writes entries without MD5, which
+        ``emaint binhost --check`` then reports as missing). Blocking."""
         with self._lock:
             if self._settings is None:
                 self.open()
             self._wait_new_second()
-            self._bt = binarytree(pkgdir=str(self.root), settings=self._settings)
-            self._bt.populate(force_reindex=True)
+            path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+            emaint = shutil.which("emaint", path=path)
+            if emaint is None:
+                raise OSError("emaint (portage) not found on PATH: cannot reindex the binhost")
+            out = subprocess.run([emaint, "binhost", "--fix"], capture_output=True, text=True,
+                                 env={**os.environ, "PKGDIR": str(self.root)}, check=False,
+                                 timeout=24 * 3600)
+            if out.returncode != 0:
+                raise OSError(f"emaint binhost --fix failed ({out.returncode}): "
+                              f"{(out.stderr or out.stdout).strip()[-500:]}")
+            self._bt = None  # repopulate from the new index at the next publish
             self._last_ts = self.index_timestamp()
             self._stamp()
 

@@ -215,3 +215,30 @@ def test_client_over_http_sees_a_publish_made_seconds_after_its_copy(
     finally:
         http.terminate()
         http.wait(10)
+
+
+def test_reindex_after_a_lost_index_keeps_digests(tmp_path: Path, built: dict[str, Path]) -> None:
+    """Many published packages missing from the index: one reindex with portage's own
+    `emaint binhost --fix`; the result passes `emaint binhost --check` (digests included)."""
+    env = make_publisher_env(tmp_path / "pub")
+    bh = tmp_path / "binhost"
+    bh.mkdir()
+    res = publish(bh, env, [
+        ("swarm-demo/libgreet-1.0", upload(bh, built["libgreet"], "swarm-demo/libgreet-1.0",
+                                           "b-0000001"), None, None),
+        ("swarm-demo/banner-1.0", upload(bh, built["banner"], "swarm-demo/banner-1.0",
+                                         "b-0000002"), None, None)])
+    assert all("ok" in r for r in res)
+    for name in ("Packages", "Packages.gz"):
+        (bh / name).unlink()
+    r = subprocess.run([sys.executable, "-c",
+                        "import sys; from pathlib import Path; from swarmd.binhost import "
+                        "Binhost; b = Binhost(Path(sys.argv[1])); b.open(); b.reindex()",
+                        str(bh)], env={**os.environ, **env}, capture_output=True, text=True,
+                       timeout=120, check=False)
+    assert r.returncode == 0, r.stderr
+    text = (bh / "Packages").read_text()
+    assert text.count("MD5:") == 2, text
+    assert "CPV: swarm-demo/banner-1.0" in text
+    em = emaint(bh, env)
+    assert em.returncode == 0, em.stdout + em.stderr
