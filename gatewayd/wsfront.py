@@ -56,6 +56,7 @@ class _Front:
 
     async def handle(self, stream: trio.SocketStream, handoff: Handoff) -> None:
         """One TCP connection (swarmlib.front closes it and contains its failures)."""
+        head = b""  # a head not finished within HEAD_TIMEOUT_S: the connection is just closed
         with trio.move_on_after(HEAD_TIMEOUT_S):
             head = await read_head(stream)
         if not head or not head.strip():

@@ -263,6 +263,25 @@ async def test_slow_or_silent_head_is_cut_off(monkeypatch: pytest.MonkeyPatch) -
         nursery.cancel_scope.cancel()
 
 
+async def test_slow_head_is_closed_without_a_traceback(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """A head still unfinished at the timeout is an ordinary event, not an error: it used to
+    log `UnboundLocalError: ... 'head'` with a traceback."""
+    monkeypatch.setattr(wsfront, "HEAD_TIMEOUT_S", 0.2)
+    hub = Hub(FakeSanitizer())
+    with caplog.at_level("DEBUG"):
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(serve_public, make_app([]), "127.0.0.1", 0, hub)
+            stream = await trio.open_tcp_stream("127.0.0.1", port)
+            await stream.send_all(b"GET /hello HTTP/1.1\r\nHost: x\r\n")  # never finished
+            with trio.fail_after(2):
+                assert await stream.receive_some(100) == b""
+            await trio.sleep(0.1)
+            nursery.cancel_scope.cancel()
+    bad = [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL") or r.exc_info]
+    assert bad == [], [r.getMessage() for r in bad]
+
+
 async def test_cancellation_closes_everything_cleanly() -> None:
     log: list[str] = []
     hub = Hub(FakeSanitizer())
