@@ -36,7 +36,7 @@ import attrs
 import trio
 
 from swarmd import droneproto
-from swarmlib.front import MAX_HEAD_BYTES, Handoff
+from swarmlib.front import MAX_HEAD_BYTES, Handoff, head_end
 
 if TYPE_CHECKING:
     from swarmd.metrics import Metrics
@@ -163,10 +163,10 @@ class DroneLane:
                 if not data:
                     return  # EOF, idle too long, or shutting down
                 buf += data
-            end = buf.find(b"\r\n\r\n")
+            end, sep = head_end(buf)
             if end < 0:
                 with trio.move_on_after(HEAD_TIMEOUT_S):
-                    while (end := buf.find(b"\r\n\r\n")) < 0 and len(buf) < MAX_HEAD_BYTES:
+                    while (end := head_end(buf)[0]) < 0 and len(buf) < MAX_HEAD_BYTES:
                         data = await stream.receive_some(RECV)
                         if not data:
                             return
@@ -175,7 +175,9 @@ class DroneLane:
                     if len(buf) >= MAX_HEAD_BYTES:
                         await self._handoff(stream, handoff, buf)  # Hypercorn answers 431/400
                     return
-            req = parse_request(bytes(buf[:end]))
+            end, sep = head_end(buf)
+            # Lines ended by bare LFs: valid for h11, not for the lane's strict parser.
+            req = parse_request(bytes(buf[:end])) if sep == 4 else None
             if req is None:
                 await self._handoff(stream, handoff, buf)
                 return

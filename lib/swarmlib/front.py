@@ -92,6 +92,18 @@ def parse_head(head: bytes) -> tuple[str, str, dict[str, str]] | None:
     return method, path, headers
 
 
+def head_end(buf: bytes | bytearray) -> tuple[int, int]:
+    """(offset, length) of the blank line that ends a request head, or (-1, 0).
+
+    h11 (and RFC 9112, section 2.2) accept lines ended by a bare LF, so ``\n\n`` ends a head
+    as well as ``\r\n\r\n``: whichever comes first."""
+    crlf = buf.find(b"\r\n\r\n")
+    lf = buf.find(b"\n\n")
+    if lf >= 0 and (crlf < 0 or lf < crlf):
+        return lf, 2
+    return (crlf, 4) if crlf >= 0 else (-1, 0)
+
+
 async def read_head(stream: trio.abc.ReceiveStream, buf: bytearray | None = None,
                     limit: int = MAX_HEAD_BYTES) -> bytes:
     """Read until the end of a request head, EOF, or ``limit`` bytes. Checkpoint.
@@ -100,7 +112,7 @@ async def read_head(stream: trio.abc.ReceiveStream, buf: bytearray | None = None
     pipelined bytes are kept).
     """
     buf = bytearray() if buf is None else buf
-    while b"\r\n\r\n" not in buf and len(buf) < limit:
+    while head_end(buf)[0] < 0 and len(buf) < limit:
         data = await stream.receive_some(limit)
         if not data:
             break
