@@ -83,9 +83,9 @@ class Live:
         sys.stdout.write("\n".join(lines) + "\n")
 
     def poll(self) -> list[dict[str, Any]]:
+        builds = {b["id"]: b for b in self.sw.builds()}  # first: the queue is then as new
         queue = self.sw.get("/api/queue")["entries"]
         drones = self.sw.get("/api/drones")["drones"]
-        builds = {b["id"]: b for b in self.sw.builds()}
         now = time.monotonic()
         events: list[str] = []
         # Failed attempts (USE mismatch, a plan that would compile more, ...): once each.
@@ -93,8 +93,16 @@ class Live:
             if b["id"] in self.seen_builds or b.get("result") in (None, "success"):
                 continue
             self.seen_builds.add(b["id"])
+            err = b.get("error") or "-"
             events.append(f"  {b['result']:<6} {b['cpv']} on {b['drone_name']} "
-                          f"(attempt {b.get('attempt')}): {b.get('error') or '-'}")
+                          f"(attempt {b.get('attempt')}): {err}")
+            if b["result"] == "returned" and err.startswith("plan: would compile "):
+                needed = err[len("plan: would compile "):].split(" from source")[0].split(", ")
+                entry = next((e for e in queue if e["id"] == b.get("entry_id")), None)
+                learned = [c for c in needed if entry and c in (entry.get("deps") or [])]
+                if learned:
+                    events.append(f"         swarmd learned the dependency emerge --tree did "
+                                  f"not show: {b['cpv']} waits for {', '.join(learned)}")
         for e in queue:
             if e["state"] not in FINAL or e["id"] in self.seen_entries:
                 continue
