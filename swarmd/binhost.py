@@ -324,6 +324,35 @@ class Binhost:
             self._last_ts = self.index_timestamp()
             self._stamp()
 
+    def discard_upload(self, upload_rel: str) -> bool:
+        """Remove an upload that will never be published (its publish failed). Blocking."""
+        if upload_rel.startswith("/") or ".." in upload_rel.split("/"):
+            return False
+        if not upload_rel.endswith(UPLOAD_SUFFIX):
+            return False
+        try:
+            (self.root / upload_rel).unlink()
+            return True
+        except OSError:
+            return False
+
+    def sweep_uploads(self, keep: set[str], older_than_s: float) -> list[str]:
+        """Remove ``*.upload`` files older than ``older_than_s`` that no publishing build
+        names (``keep``): uploads of builds whose report swarmd refused (a superseded lease)
+        or never got. Returns the relative paths removed. Blocking."""
+        gone = []
+        cutoff = time.time() - older_than_s
+        for path in self.root.rglob("*" + UPLOAD_SUFFIX):
+            rel = str(path.relative_to(self.root))
+            try:
+                if rel in keep or path.stat().st_mtime > cutoff:
+                    continue
+                path.unlink()
+                gone.append(rel)
+            except OSError:
+                continue
+        return gone
+
     def indexed(self) -> dict[str, str]:
         """{PATH: CPV} of every package in ``Packages`` (for checks after recovery)."""
         from portage.getbinpkg import PackageIndex

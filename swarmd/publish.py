@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("swarmd.publish")
 
 REINDEX_OVER = 20  # more missing index entries than this: one reindex instead of injects
+SWEEP_EVERY_S = 3600.0  # how often uploads nobody will publish are looked for
+SWEEP_AGE_S = 86400.0  # an upload this old that no publishing build names is removed
 
 
 class Publisher:
@@ -43,6 +45,7 @@ class Publisher:
         self.last_error: str | None = None
         self.durations: list[float] = []  # seconds per publish, the last 1000
         self.reconciled: dict[str, int] = {}
+        self._last_sweep = -1e9
 
     def enqueue(self, build_id: str) -> None:
         """Hand a ``publishing`` build to the task. Not a checkpoint."""
@@ -65,10 +68,23 @@ class Publisher:
                      len(redo))
         for bid in redo:
             self.enqueue(bid)
+        await self.sweep()
         log.info("publishing into %s", self.binhost.root)
         task_status.started()
         async for bid in self._recv:
             await self._one(bid)
+            if time.monotonic() - self._last_sweep > SWEEP_EVERY_S:
+                await self.sweep()
+
+    async def sweep(self) -> None:
+        """Remove day-old uploads no publishing build names (their reports were refused)."""
+        self._last_sweep = time.monotonic()
+        keep = {str((b.artifact or {}).get("path", "")) for b in self.orch.state.builds.values()
+                if b.state == "publishing"}
+        gone = await trio.to_thread.run_sync(self.binhost.sweep_uploads, keep, SWEEP_AGE_S)
+        if gone:
+            log.info("removed %d upload(s) nobody will publish (older than %.0f h): %s",
+                     len(gone), SWEEP_AGE_S / 3600, ", ".join(gone[:5]))
 
     async def reconcile(self) -> dict[str, int]:
         """Make the index agree with the journal: every package the journal says is published
@@ -142,6 +158,9 @@ class Publisher:
                             b.drone_name, exc, extra={"ids": {"build": bid}})
                 await self.orch.commit({"type": "publish_failed", "build_id": bid,
                                         "error": str(exc)})
+                # The upload will never be published: the retry uploads its own file.
+                await trio.to_thread.run_sync(self.binhost.discard_upload,
+                                              str(art.get("path", "")))
                 return
             except OSError as exc:
                 failures += 1
