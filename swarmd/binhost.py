@@ -73,6 +73,10 @@ class PublishError(Exception):
     """This build's package cannot be published; the attempt counts as failed."""
 
 
+class Collision(PublishError):
+    """Another build of the package took its BUILD_ID first: built again, no attempt counted."""
+
+
 @attrs.frozen(kw_only=True)
 class Published:
     path: str  # binhost-relative final path
@@ -265,7 +269,7 @@ class Binhost:
                                f"BUILD_ID is {build_id}")
         if source is upload and final.exists():
             if sha256_of(final) != (size, sha256):
-                raise PublishError(
+                raise Collision(
                     f"build id collision: {final_rel} is already published with other "
                     f"content; a rebuild gets a new BUILD_ID")
         self._wait_new_second()
@@ -336,16 +340,24 @@ class Binhost:
         except OSError:
             return False
 
-    def sweep_uploads(self, keep: set[str], older_than_s: float) -> list[str]:
+    def sweep_uploads(self, keep: set[str], older_than_s: float,
+                      live_builds: set[str] | None = None) -> list[str]:
         """Remove ``*.upload`` files older than ``older_than_s`` that no publishing build
-        names (``keep``): uploads of builds whose report swarmd refused (a superseded lease)
-        or never got. Returns the relative paths removed. Blocking."""
+        names (``keep``) and whose build (the id in the name, ``<file>.<build id>.upload``) is
+        not in ``live_builds`` (unfinished: its report may still come): uploads of builds whose
+        report swarmd refused (a superseded lease) or that ended without one. The age counts
+        from the file's ctime (when it arrived here), not its mtime (rsync -a keeps the
+        drone's). Returns the relative paths removed. Blocking."""
         gone = []
         cutoff = time.time() - older_than_s
         for path in self.root.rglob("*" + UPLOAD_SUFFIX):
             rel = str(path.relative_to(self.root))
+            build = rel[: -len(UPLOAD_SUFFIX)].rsplit(".", 1)[-1]
             try:
-                if rel in keep or path.stat().st_mtime > cutoff:
+                if rel in keep or (live_builds is not None and build in live_builds):
+                    continue
+                st = path.stat()
+                if max(st.st_mtime, st.st_ctime) > cutoff:
                     continue
                 path.unlink()
                 gone.append(rel)

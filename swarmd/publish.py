@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from swarmd.binhost import Binhost, PublishError
+from swarmd.binhost import Binhost, Collision, PublishError
 
 if TYPE_CHECKING:
     from swarmd.service import Orchestrator
@@ -32,6 +32,7 @@ log = logging.getLogger("swarmd.publish")
 REINDEX_OVER = 20  # more missing index entries than this: one reindex instead of injects
 SWEEP_EVERY_S = 3600.0  # how often uploads nobody will publish are looked for
 SWEEP_AGE_S = 86400.0  # an upload this old that no publishing build names is removed
+OSERROR_TRIES = 10  # a binhost that cannot be written: retried this often, then failed
 
 
 class Publisher:
@@ -79,9 +80,12 @@ class Publisher:
     async def sweep(self) -> None:
         """Remove day-old uploads no publishing build names (their reports were refused)."""
         self._last_sweep = time.monotonic()
-        keep = {str((b.artifact or {}).get("path", "")) for b in self.orch.state.builds.values()
+        builds = self.orch.state.builds
+        keep = {str((b.artifact or {}).get("path", "")) for b in builds.values()
                 if b.state == "publishing"}
-        gone = await trio.to_thread.run_sync(self.binhost.sweep_uploads, keep, SWEEP_AGE_S)
+        live = {bid for bid, b in builds.items() if b.state != "finished"}
+        gone = await trio.to_thread.run_sync(self.binhost.sweep_uploads, keep, SWEEP_AGE_S,
+                                             live)
         if gone:
             log.info("removed %d upload(s) nobody will publish (older than %.0f h): %s",
                      len(gone), SWEEP_AGE_S / 3600, ", ".join(gone[:5]))
@@ -152,25 +156,30 @@ class Publisher:
                     self.binhost.publish, b.cpv, str(art.get("path", "")),
                     int(art.get("size", -1)), str(art.get("sha256", "")))
             except PublishError as exc:
-                self.failed += 1
-                self.last_error = str(exc)
-                log.warning("publish of %s (build %s from %s) failed: %s", b.cpv, bid,
-                            b.drone_name, exc, extra={"ids": {"build": bid}})
-                await self.orch.commit({"type": "publish_failed", "build_id": bid,
-                                        "error": str(exc)})
-                # The upload will never be published: the retry uploads its own file.
-                await trio.to_thread.run_sync(self.binhost.discard_upload,
-                                              str(art.get("path", "")))
+                await self._failed(bid, b.cpv, b.drone_name, str(exc),
+                                   collision=isinstance(exc, Collision))
                 return
             except OSError as exc:
+                # Not the package's fault (disk full, permissions): try again, then give up on
+                # this build so that one bad upload does not hold up every later publish.
                 failures += 1
-                delay = min(60.0, 2.0 ** failures)
                 self.last_error = f"{type(exc).__name__}: {exc}"
+                if failures >= OSERROR_TRIES:
+                    await self._failed(bid, b.cpv, b.drone_name,
+                                       f"cannot write the binhost: {exc}")
+                    return
+                delay = min(60.0, 2.0 ** failures)
                 log.error("publish of %s (build %s) could not write the binhost: %s; trying "
                           "again in %.0f s", b.cpv, bid, exc, delay,
                           extra={"ids": {"build": bid}})
                 await trio.sleep(delay)
                 continue
+            except Exception as exc:  # task boundary: portage raises its own kinds too
+                log.exception("publish of %s (build %s) failed in portage", b.cpv, bid,
+                              extra={"ids": {"build": bid}})
+                await self._failed(bid, b.cpv, b.drone_name,
+                                   f"portage: {type(exc).__name__}: {exc}")
+                return
             took = time.perf_counter() - t0
             self.durations = [*self.durations[-999:], took]
             self.published += 1
@@ -183,3 +192,19 @@ class Publisher:
             log.info("published %s as %s (%.2f s)", b.cpv, pub.path, took,
                      extra={"ids": {"build": bid}})
             return
+
+    async def _failed(self, bid: str, cpv: str, drone: str, error: str, *,
+                      collision: bool = False) -> None:
+        self.failed += 1
+        self.last_error = error
+        log.warning("publish of %s (build %s from %s) failed: %s", cpv, bid, drone, error,
+                    extra={"ids": {"build": bid}})
+        b = self.orch.state.builds.get(bid)
+        upload = str((b.artifact or {}).get("path", "")) if b is not None else ""
+        ev: dict[str, Any] = {"type": "publish_failed", "build_id": bid, "error": error}
+        if collision:
+            ev["collision"] = True
+        await self.orch.commit(ev)
+        # The upload will never be published: the next attempt uploads its own file.
+        if upload:
+            await trio.to_thread.run_sync(self.binhost.discard_upload, upload)

@@ -141,6 +141,11 @@ class Orchestrator:
             else:
                 log.warning("binhost_dir is not set: swarmd publishes nothing; successful builds "
                             "count as built as soon as their drone reports them")
+                for bid in sorted(b.id for b in self.state.builds.values()
+                                  if b.state == "publishing"):
+                    # Left by a run that had a binhost: nobody will publish them now.
+                    await self.commit({"type": "publish_failed", "build_id": bid,
+                                       "error": "binhost_dir is no longer set"})
             self.heartbeats = Supervisor(self)
             await nursery.start(self.heartbeats.run)
             # After a restart every online drone gets one full offline window to beat again.

@@ -96,6 +96,7 @@ class Entry:
     target_id: str = ""  # only drones of this target may build it ("" = any drone)
     excluded: list[str] = attrs.field(factory=list)  # drones whose plan refused it
     key: str = ""  # identity among unfinished entries (see entry_key); "" = cpv
+    cancel_asked: bool = False  # cancelled while its package was being published
 
 
 @attrs.define(kw_only=True)
@@ -265,6 +266,8 @@ class State:
         self.ready_index: list[tuple[int, float, int, str]] = []
         # Derived: the same keys split by the entry's target_id ("" = any drone).
         self.ready_by_target: dict[str, list[tuple[int, float, int, str]]] = {}
+        # Derived: unfinished entries some drone's plan refused (see _fail_unbuildable).
+        self.refused: set[str] = set()
         self.counts: dict[str, int] = dict.fromkeys(ENTRY_STATES, 0)
         # Derived: ids of online drones by core count, all and those with a free slot (ordered
         # sets), so that the scheduler looks at the few faster drones that matter instead of
@@ -319,6 +322,7 @@ class State:
         self.ready_by_target = {}
         for k in self.ready_index:
             self.ready_by_target.setdefault(self.entries[k[3]].target_id, []).append(k)
+        self.refused = {e.id for e in self.entries.values() if e.excluded and e.state not in FINAL}
         self.online_by_cores, self.free_by_cores, self._indexed_cores = {}, {}, {}
         for d in self.drones.values():
             self._index_drone(d)
@@ -567,27 +571,44 @@ class State:
         notices.append(self._queue_notice())
         return Outcome(result=self.request_record(req), notices=notices)
 
-    def _queued_deps(self, e: Entry, needs: list[str]) -> list[Entry] | None:
-        """The unfinished entries (same target) for every CPV in ``needs`` that ``e`` does not
-        wait for yet; None when one is not queued (the drone really cannot build it) or when
+    def _active_for(self, cpv: str, target_id: str) -> Entry | None:
+        """The unfinished entry of ``cpv`` for ``target_id`` (any USE), if one is queued."""
+        eid = self.active_by_cpv.get(entry_key(cpv, target_id, None))
+        if eid is not None:
+            return self.entries[eid]
+        prefix = f"{cpv}@{target_id or '*'}["
+        for key, eid in self.active_by_cpv.items():
+            if key.startswith(prefix):
+                return self.entries[eid]
+        return None
+
+    def _is_built(self, cpv: str, target_id: str) -> bool:
+        if entry_key(cpv, target_id, None) in self.packages:
+            return True
+        prefix = f"{cpv}@{target_id or '*'}["
+        return any(k.startswith(prefix) for k in self.packages)
+
+    def _queued_deps(self, e: Entry, needs: list[str], ts: float) -> list[Entry] | None:
+        """The entries ``e`` must wait for so that its drone's plan compiles only ``e``: the
+        unfinished entry (same target) of each CPV in ``needs``, or a new one queued for
+        ``e``'s requests when the CPV is neither queued nor built (emerge's --tree output did
+        not list it, or it was unpublished). None when one is built already (the drone's view
+        of the binhost is stale, or another USE was built: a real refusal), is not a CPV, or
         waiting for it would close a cycle."""
         if not needs:
             return None
         found: list[Entry] = []
         for cpv in needs:
-            match = None
-            for key in (entry_key(cpv, e.target_id, None), cpv):
-                eid = self.active_by_cpv.get(key)
-                if eid is not None:
-                    match = self.entries[eid]
-                    break
+            match = self._active_for(cpv, e.target_id)
             if match is None:
-                prefix = f"{cpv}@{e.target_id or '*'}["
-                for key, eid in self.active_by_cpv.items():
-                    if key.startswith(prefix):
-                        match = self.entries[eid]
-                        break
-            if match is None or match.id == e.id or match.target_id != e.target_id:
+                if self._is_built(cpv, e.target_id):
+                    return None
+                try:
+                    cp = cp_of(cpv)
+                except ValueError:
+                    return None
+                match = self._queue_for(e, cpv, cp, ts)
+            if match.id == e.id:
                 return None
             if match.id in e.deps:
                 continue
@@ -595,6 +616,43 @@ class State:
                 return None
             found.append(match)
         return found or None
+
+    def _queue_for(self, e: Entry, cpv: str, cp: str, ts: float) -> Entry:
+        """A new entry for a dependency that ``e``'s plan needs, in ``e``'s requests."""
+        key = entry_key(cpv, e.target_id, None)
+        n = Entry(id=f"e-{self.next_entry:06d}", cpv=cpv, cp=cp, requests=list(e.requests),
+                  estimate_s=self.estimate_for(cp), req_priority=e.req_priority,
+                  order=self.next_order, created=ts, updated=ts, target_id=e.target_id,
+                  key="" if key == cpv else key)
+        self.next_entry += 1
+        self.next_order += 1
+        self.entries[n.id] = n
+        self.counts["pending"] += 1
+        self.active_by_cpv[key] = n.id
+        for rid in n.requests:
+            r = self.requests[rid]
+            r.entries.append(n.id)
+            r.unfinished += 1
+        self._set_state(n, "ready", ts)
+        return n
+
+    def _fail_unbuildable(self, ts: float, notices: list[dict[str, Any]]) -> None:
+        """Entries some drone refused that no online drone of their target may build any more
+        (the others went offline or changed target): failed with the reason, since nothing
+        may wait forever. Called after every change of the drones that could cause it."""
+        for eid in sorted(self.refused):
+            e = self.entries[eid]
+            if e.state != "ready":
+                if e.state in FINAL:
+                    self.refused.discard(eid)
+                continue
+            if not any(x.online and can_build(x, e) for x in self.drones.values()):
+                self.refused.discard(eid)
+                last = e.history[-1]["error"] if e.history else "its plan was refused"
+                self._finish_entry(
+                    e, "failed", ts,
+                    f"no drone of target {e.target_id or 'any'} can build it; last: {last}",
+                    notices)
 
     def _publishing(self, e: Entry) -> bool:
         return e.build_id is not None and self.builds[e.build_id].state == "publishing"
@@ -715,9 +773,12 @@ class State:
             return refuse("not_found", f"no request or queue entry with id {target!r}")
         blocked_ids: list[str] = []
         for e in victims:
-            if e.state in FINAL or self._publishing(e):
-                # Blocked by an earlier victim of this same cancel, or built already and on
-                # its way into the index (it completes the request when it is there).
+            if e.state in FINAL:
+                continue  # blocked by an earlier victim of this same cancel
+            if self._publishing(e):
+                # Built and on its way into the index: it completes the request when it is
+                # there; if the publish fails it is cancelled then, not built again.
+                e.cancel_asked = True
                 continue
             if e.state in ACTIVE and e.build_id:
                 b = self.builds[e.build_id]
@@ -762,6 +823,7 @@ class State:
             setattr(d, k, str(ev.get(k, "")))
         d.target = ev.get("target")
         d.target_id = str(ev.get("target_id") or "")
+        self._fail_unbuildable(ts, notices)
         d.cores = max(1, int(ev.get("cores", 1)))
         d.slots = max(1, int(ev.get("slots", 1)))
         d.online = True
@@ -781,8 +843,9 @@ class State:
             return refuse("session_superseded", "drone has a newer session")
         d.target = ev.get("target")
         d.target_id = str(ev.get("target_id") or "")
-        return Outcome(result={"drone_id": d.id, "target_id": d.target_id},
-                       notices=[self._drone_notice(d, ts)])
+        notices = [self._drone_notice(d, ts)]
+        self._fail_unbuildable(ts, notices)
+        return Outcome(result={"drone_id": d.id, "target_id": d.target_id}, notices=notices)
 
     def _on_drone_offline(self, ev: dict[str, Any]) -> Outcome:
         ts = float(ev["ts"])
@@ -799,6 +862,7 @@ class State:
                                notices)
         d.online = False
         self._index_drone(d)
+        self._fail_unbuildable(ts, notices)
         notices.append(self._drone_notice(d, ts))
         notices.append(self._queue_notice())
         return Outcome(result={"drone_id": d.id, "status": "offline"}, notices=notices)
@@ -877,7 +941,7 @@ class State:
         d = self.drones[b.drone_id]
         notices: list[dict[str, Any]] = []
         b.duration_s = float(ev.get("duration_s") or 0.0)
-        learned = (self._queued_deps(e, [str(x) for x in ev.get("needs") or []])
+        learned = (self._queued_deps(e, [str(x) for x in ev.get("needs") or []], ts)
                    if result == "returned" and ev.get("unbuildable") else None)
         if learned:
             # The drone's plan wants packages that are queued but not built yet: dependency
@@ -898,12 +962,8 @@ class State:
             self._return_build(b, ts, why, notices)
             if d.id not in e.excluded:
                 e.excluded.append(d.id)
-            if e.state == "ready" and not any(
-                    x.online and can_build(x, e) for x in self.drones.values()):
-                self._finish_entry(
-                    e, "failed", ts,
-                    f"no drone of target {e.target_id or 'any'} can build it; last: {why}",
-                    notices)
+            self.refused.add(e.id)
+            self._fail_unbuildable(ts, notices)
         elif result == "returned":
             self._return_build(b, ts, str(ev.get("error") or "returned by drone"), notices)
         elif result == "success" and ev.get("publish"):
@@ -954,7 +1014,17 @@ class State:
         e = self.entries[b.entry_id]
         d = self.drones[b.drone_id]
         notices: list[dict[str, Any]] = []
-        self._fail(b, e, d, ts, "publish: " + str(ev.get("error") or "failed"), notices)
+        why = "publish: " + str(ev.get("error") or "failed")
+        if e.cancel_asked:
+            self._end_build(b, "cancelled", ts, why)
+            e.build_id = None
+            self._finish_entry(e, "cancelled", ts, "cancelled by operator", notices)
+        elif ev.get("collision"):
+            # Not the package's or the drone's fault (another build of it took the BUILD_ID
+            # first): built again, no attempt counted.
+            self._return_build(b, ts, why, notices)
+        else:
+            self._fail(b, e, d, ts, why, notices)
         notices.append(self._queue_notice())
         return Outcome(result={"build_id": b.id, "state": e.state}, notices=notices)
 

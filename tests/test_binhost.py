@@ -245,29 +245,27 @@ def test_reindex_after_a_lost_index_keeps_digests(tmp_path: Path, built: dict[st
 
 
 def test_uploads_nobody_will_publish_are_swept(tmp_path: Path) -> None:
-    """A refused report (superseded lease) leaves its upload behind; a day later it is removed,
-    unless a publishing build names it. Fresh uploads (a report on its way) are kept."""
-    import time
-
+    """A refused report (superseded lease) leaves its upload behind; later it is removed,
+    unless a publishing build names it or its build is unfinished (its report may come).
+    Fresh uploads are kept whatever their mtime (rsync -a keeps the drone's)."""
     from swarmd.binhost import Binhost
 
     bh = Binhost(tmp_path)
     d = tmp_path / "cat" / "pn"
     d.mkdir(parents=True)
-    old, kept, fresh = (d / f"pn-1-1.gpkg.tar.b-{i}.upload" for i in (1, 2, 3))
-    for f in (old, kept, fresh):
+    orphan, publishing, unfinished = (d / f"pn-1-1.gpkg.tar.b-{i}.upload" for i in (1, 2, 3))
+    for f in (orphan, publishing, unfinished):
         f.write_bytes(b"x")
-    day_ago = time.time() - 90000
-    for f in (old, kept):
-        os.utime(f, (day_ago, day_ago))
+        os.utime(f, (1e9, 1e9))  # an old mtime from the drone
     (d / "pn-1-1.gpkg.tar").write_bytes(b"published")  # never touched
-    gone = bh.sweep_uploads({"cat/pn/pn-1-1.gpkg.tar.b-2.upload"}, 86400)
+    assert bh.sweep_uploads(set(), 86400, set()) == []  # arrived just now: kept
+    gone = bh.sweep_uploads({"cat/pn/pn-1-1.gpkg.tar.b-2.upload"}, -1, {"b-3"})
     assert gone == ["cat/pn/pn-1-1.gpkg.tar.b-1.upload"]
-    assert not old.exists()
-    assert kept.exists()
-    assert fresh.exists()
+    assert not orphan.exists()
+    assert publishing.exists()
+    assert unfinished.exists()
     assert (d / "pn-1-1.gpkg.tar").exists()
     assert bh.discard_upload("cat/pn/pn-1-1.gpkg.tar.b-3.upload")
-    assert not fresh.exists()
+    assert not unfinished.exists()
     assert not bh.discard_upload("cat/pn/pn-1-1.gpkg.tar")  # only uploads
     assert (d / "pn-1-1.gpkg.tar").exists()

@@ -139,7 +139,8 @@ def roundtrip(snap: dict[str, Any]) -> dict[str, Any]:
 
 def derived(s: State) -> tuple[Any, ...]:
     return (s.ready_index, s.counts, s.active_by_cpv, s.lease_index, s.drone_by_name,
-            s.online_by_cores, s.free_by_cores, s.ready_by_target)
+            s.online_by_cores, s.free_by_cores, s.ready_by_target,
+            {x for x in s.refused if s.entries[x].state not in FINAL})
 
 
 # ------------------------------------------------------------------ (a) random DAGs
@@ -469,14 +470,15 @@ class QueueMachine(RuleBasedStateMachine):
 
     def _build(self, data: st.DataObject) -> tuple[str, str, bool]:
         s = self.live
-        running = sorted(bid for bid, b in s.builds.items() if b.state != "finished")
+        running = sorted(bid for bid, b in s.builds.items()
+                         if b.state not in ("finished", "publishing"))
         if data.draw(MOSTLY) and running:
             bid = data.draw(st.sampled_from(running))
         else:
             bid = data.draw(st.sampled_from(sorted(s.builds)))
         b = s.builds[bid]
         lease = b.lease if data.draw(MOSTLY) else "stale-lease"
-        valid = b.state != "finished" and lease == b.lease
+        valid = b.state not in ("finished", "publishing") and lease == b.lease
         return bid, lease, valid
 
     @precondition(lambda self: bool(self.live.builds))
@@ -534,10 +536,11 @@ class QueueMachine(RuleBasedStateMachine):
             out = self.commit({"type": "published", "build_id": bid, "path": "c/p/x-1.gpkg.tar",
                                "size": 10, "sha256": "cd" * 32, "portage_build_id": 1})
         else:
-            out = self.commit({"type": "publish_failed", "build_id": bid, "error": "corrupt"})
+            out = self.commit({"type": "publish_failed", "build_id": bid, "error": "corrupt",
+                               "collision": data.draw(st.booleans())})
         assert out.ok
         e = s.entries[s.builds[bid].entry_id]
-        assert e.state in ({"built"} if ok else {"ready", "failed"})
+        assert e.state in ({"built"} if ok else {"ready", "failed", "cancelled"})
 
     @precondition(lambda self: bool(self.live.drones))
     @rule(data=st.data(), tid=st.sampled_from(["", "t1", "t2"]))

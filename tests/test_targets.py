@@ -190,12 +190,92 @@ def test_a_plan_that_needs_queued_packages_teaches_the_edge() -> None:
     assert app.id in lib.dependents
     assert app.excluded == []
     assert app.attempts == 0
-    # Needing a package that is not queued at all: the drone really cannot build it.
+    # Needing a package that is neither queued nor built (emerge's --tree did not list it, or
+    # it was unpublished): it is queued for the same request, and the package waits for it.
     other = next(e for e in s.entries.values() if e.cpv == "a/other-1")
     s.apply({"type": "assign", "entry_id": other.id, "drone_id": d, "session": "s-d",
              "lease": "L2", "ts": 5.0})
     s.apply({"type": "complete", "build_id": other.build_id, "lease": "L2",
              "result": "returned", "unbuildable": True, "needs": ["x/elsewhere-1"],
              "error": "plan: would compile x/elsewhere-1 from source", "ts": 6.0})
-    assert other.state == "failed"
-    assert d in other.excluded
+    assert other.state == "pending"
+    new = next(e for e in s.entries.values() if e.cpv == "x/elsewhere-1")
+    assert new.state == "ready"
+    assert new.requests == ["r"]
+    assert new.target_id == "t"
+    assert other.deps == [new.id]
+    assert new.id in s.requests["r"].entries
+    assert s.requests["r"].unfinished == 4
+
+
+def test_a_plan_that_needs_a_built_package_is_a_refusal() -> None:
+    """The package it needs is built already: the drone's view of the binhost is stale (or
+    another USE was built): not a missing edge; the drone is excluded."""
+    s = State()
+    d = register(s, "d", "t")
+    submit(s, "r0", ["a/lib-1"], tid="t")
+    lib = next(iter(s.entries.values()))
+    s.apply({"type": "assign", "entry_id": lib.id, "drone_id": d, "session": "s-d",
+             "lease": "L0", "ts": 2.5})
+    s.apply({"type": "complete", "build_id": lib.build_id, "lease": "L0", "result": "success",
+             "ts": 2.6})
+    submit(s, "r", ["a/app-1"], tid="t")
+    app = next(e for e in s.entries.values() if e.cpv == "a/app-1")
+    s.apply({"type": "assign", "entry_id": app.id, "drone_id": d, "session": "s-d",
+             "lease": "L", "ts": 3.0})
+    s.apply({"type": "complete", "build_id": app.build_id, "lease": "L", "result": "returned",
+             "unbuildable": True, "needs": ["a/lib-1"], "ts": 4.0,
+             "error": "plan: would compile a/lib-1 from source"})
+    assert app.state == "failed"
+    assert d in app.excluded
+
+
+def test_refused_entry_fails_when_the_last_other_drone_leaves() -> None:
+    s = State()
+    a = register(s, "a", "t")
+    b = register(s, "b", "t")
+    submit(s, "r", ["a/x-1"], tid="t")
+    e = next(iter(s.entries.values()))
+    s.apply({"type": "assign", "entry_id": e.id, "drone_id": a, "session": "s-a",
+             "lease": "L", "ts": 3.0})
+    s.apply({"type": "complete", "build_id": e.build_id, "lease": "L", "result": "returned",
+             "unbuildable": True, "error": "plan: blocked", "ts": 4.0})
+    assert e.state == "ready"  # b may still build it
+    s.apply({"type": "drone_offline", "drone_id": b, "ts": 5.0})
+    assert e.state == "failed"
+    assert e.reason is not None
+    assert "no drone of target t" in e.reason
+
+
+def test_cancel_while_publishing_then_publish_fails_is_cancelled_not_rebuilt() -> None:
+    s = State()
+    d = register(s, "d", "")
+    submit(s, "r", ["a/lib-1"])
+    e = next(iter(s.entries.values()))
+    s.apply({"type": "assign", "entry_id": e.id, "drone_id": d, "session": "s-d",
+             "lease": "L", "ts": 3.0})
+    bid = e.build_id
+    s.apply({"type": "complete", "build_id": bid, "lease": "L", "result": "success",
+             "publish": True, "ts": 4.0, "artifact": {"path": "x", "size": 1, "sha256": "0"}})
+    s.apply({"type": "cancel", "target": "r", "ts": 4.5})
+    assert e.state == "building"
+    s.apply({"type": "publish_failed", "build_id": bid, "error": "corrupt", "ts": 5.0})
+    assert e.state == "cancelled"
+    assert s.requests["r"].finished == 5.0
+
+
+def test_a_build_id_collision_is_built_again_without_counting_an_attempt() -> None:
+    s = State()
+    d = register(s, "d", "")
+    submit(s, "r", ["a/lib-1"])
+    e = next(iter(s.entries.values()))
+    s.apply({"type": "assign", "entry_id": e.id, "drone_id": d, "session": "s-d",
+             "lease": "L", "ts": 3.0})
+    bid = e.build_id
+    s.apply({"type": "complete", "build_id": bid, "lease": "L", "result": "success",
+             "publish": True, "ts": 4.0, "artifact": {"path": "x", "size": 1, "sha256": "0"}})
+    s.apply({"type": "publish_failed", "build_id": bid, "error": "build id collision",
+             "collision": True, "ts": 5.0})
+    assert e.state == "ready"
+    assert e.attempts == 0
+    assert s.drones[d].failures_in_row == 0
