@@ -132,6 +132,7 @@ class Agent:
         self._target_sent: dict[str, Any] | None = None  # what swarmd last acknowledged
         self._target_lock = trio.Lock()
         self._target_read_at = -1e9  # trio clock of the last successful read
+        self._beat_now = trio.Event()  # set: send the next heartbeat at once (target changed)
         # Only emerge has a portage configuration worth describing; the fake emerge of the
         # tests and the demo builds for any target, so such a drone sends none.
         self.reads_target = cfg.read_target and plan.is_emerge(cfg.build_command)
@@ -339,7 +340,9 @@ class Agent:
                     log.warning("heartbeat reply not understood: %s", exc)
             else:
                 log.warning("heartbeat: HTTP %s: %s", resp.status_code, _error_text(resp))
-            await trio.sleep(session.heartbeat_interval_s)
+            with trio.move_on_after(session.heartbeat_interval_s):
+                await self._beat_now.wait()
+            self._beat_now = trio.Event()
 
     def _obey(self, doc: dict[str, Any]) -> None:
         revoked = set(doc.get("revoked") or [])
@@ -433,6 +436,7 @@ class Agent:
                 atom=str(doc.get("atom") or f"={cpv}"),
                 estimate_s=float(est) if est else None,
                 use=use,
+                target_id=str(doc["target_id"]) if doc.get("target_id") else None,
                 started_wall=time.time(),
                 started_at=trio.current_time(),
                 log=LogBuffer(self.cfg.log_buffer_bytes),
@@ -514,6 +518,17 @@ class Agent:
     async def _build_and_sync(self, build: Build, argv: list[str]) -> dict[str, Any] | None:
         cfg = self.cfg
         emerge = plan.is_emerge(argv)
+        if emerge and self.reads_target and build.target_id:
+            # A repository sync since the last read changes the target: building this lease
+            # against the new tree would publish it as the old target's binary.
+            await self._refresh_target()
+            mine = target_id(self.target) if self.target is not None else None
+            if mine != build.target_id:
+                build.log.append(f">>> swarm-drone: not building: this drone's target is now "
+                                 f"{mine}, the lease is for {build.target_id}\n".encode())
+                return self._report(build, "returned",
+                                    error=f"target changed: drone {mine}, lease "
+                                          f"{build.target_id}")
         if emerge:
             try:
                 refused, needs = await self._check_plan(build, argv)
@@ -608,6 +623,7 @@ class Agent:
             path = Path(str(doc["path"]))
             use = [str(f) for f in doc["use"]]
             iuse = [str(f) for f in doc["iuse"]]
+            hidden = [str(f) for f in doc.get("hidden") or []]
             portage_build_id = str(doc["build_id"])
         except (ValueError, KeyError, TypeError, IndexError) as exc:
             return f"probe: unexpected output ({exc!r})"
@@ -615,7 +631,7 @@ class Agent:
             f">>> swarm-drone: built {path} (BUILD_ID {portage_build_id}), "
             f"USE=\"{' '.join(use)}\"\n".encode()
         )
-        mismatch = use_mismatch(use, iuse, build.use)
+        mismatch = use_mismatch(use, iuse, build.use, hidden)
         if mismatch:
             build.log.append(f">>> swarm-drone: {mismatch}; not syncing\n".encode())
             return mismatch
@@ -690,6 +706,7 @@ class Agent:
             if target != self.target:
                 log.info("target changed", extra={"ids": {"target": _describe(target)}})
                 self.target = target
+                self._beat_now.set()  # tell swarmd now, not at the next interval
 
     # ---- build log -----------------------------------------------------------------------
 

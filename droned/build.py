@@ -31,6 +31,7 @@ class Build:
     atom: str
     estimate_s: float | None
     use: list[str] | None  # enabled USE flags the lease asks for; None: not checked
+    target_id: str | None = None  # the lease's target; the drone checks it is still its own
     started_wall: float
     started_at: float  # trio.current_time()
     log: LogBuffer

@@ -17,7 +17,10 @@ metadata, not from an index.
 the USE the lease asked for. A binary package's USE holds the enabled flags that are in IUSE
 (plus implicit ones such as the arch); the lease's list comes from ``emerge -pv`` and may name
 flags of USE_EXPAND groups. Both sides are cut down to the package's IUSE before comparing, so
-arch, ELIBC and other implicit flags never count.
+arch and other implicit flags never count. ``emerge -pv`` does not show the USE_EXPAND_HIDDEN
+groups (ELIBC, KERNEL, ...), so a lease never names ``elibc_glibc`` even when the package has it
+in IUSE and it is on: flags of those groups (``hidden``, reported by the probe from the drone's
+portage settings) are left out of both sides.
 """
 
 from __future__ import annotations
@@ -44,12 +47,20 @@ def enabled_in_iuse(use: Iterable[str], iuse: Iterable[str]) -> list[str]:
 
 
 def use_mismatch(built_use: Iterable[str], iuse: Iterable[str],
-                 lease_use: Iterable[str] | None) -> str | None:
-    """None when the enabled flags agree within IUSE (or the lease did not say); else the error."""
+                 lease_use: Iterable[str] | None, hidden: Iterable[str] = ()) -> str | None:
+    """None when the enabled flags agree within IUSE (or the lease did not say); else the error.
+
+    ``hidden``: USE_EXPAND_HIDDEN group names (``ELIBC``, ``KERNEL``): their flags are left out.
+    """
     if lease_use is None:
         return None
-    built = enabled_in_iuse(built_use, iuse)
-    asked = enabled_in_iuse(lease_use, iuse)
+    prefixes = tuple(f"{h.lower()}_" for h in hidden if h)
+
+    def shown(flags: list[str]) -> list[str]:
+        return [f for f in flags if not (prefixes and f.startswith(prefixes))]
+
+    built = shown(enabled_in_iuse(built_use, iuse))
+    asked = shown(enabled_in_iuse(lease_use, iuse))
     if built == asked:
         return None
     return f"use_mismatch: built with [{' '.join(built)}], lease asked [{' '.join(asked)}]"
@@ -111,6 +122,7 @@ def built(cpv: str) -> dict[str, Any]:
         "path": str(path),
         "use": md["USE"].split(),
         "iuse": md["IUSE"].split(),
+        "hidden": portage.settings.get("USE_EXPAND_HIDDEN", "").split(),
     }
 
 

@@ -127,6 +127,17 @@ def test_use_comparison(built: list[str], iuse: list[str], asked: list[str] | No
     assert use_mismatch(built, iuse, asked) == expected
 
 
+def test_hidden_use_expand_flags_never_count() -> None:
+    """emerge -pv hides USE_EXPAND_HIDDEN groups (ELIBC, KERNEL): a package with elibc_glibc in
+    IUSE, enabled on the drone, is not a mismatch with a lease that cannot name it."""
+    built, iuse = ["elibc_glibc", "kernel_linux", "ssl"], ["elibc_glibc", "elibc_musl",
+                                                           "kernel_linux", "ssl"]
+    assert use_mismatch(built, iuse, ["ssl"], ["ELIBC", "KERNEL"]) is None
+    assert use_mismatch(built, iuse, ["ssl"]) is not None  # without knowing they are hidden
+    assert use_mismatch(built, iuse, [], ["ELIBC", "KERNEL"]) == (
+        "use_mismatch: built with [ssl], lease asked []")
+
+
 def test_plan_parser_does_not_import_trio() -> None:
     import subprocess
     import sys
