@@ -1,6 +1,6 @@
 """Run the benchmark suite and rewrite docs/BENCHMARKS.md.
 
-    python -m bench.run [all|submit|startup|journal|drones|scheduler|memory|gateway|ws|real|publish ...]
+    python -m bench.run [all|submit|startup|journal|drones|scheduler|memory|gateway|ws|real|publish|page ...]
     make bench [BENCH=scheduler]
 
 Each benchmark is bounded in time and runs in this process (it starts its own swarmd or
@@ -35,7 +35,7 @@ from bench.common import REPO
 DOC = REPO / "docs" / "BENCHMARKS.md"
 RAW_MARK = "<!-- bench-results:"
 ORDER = ["submit", "startup", "journal", "drones", "scheduler", "memory", "gateway", "ws", "real",
-         "publish"]
+         "publish", "page"]
 
 Row = dict[str, Any]  # figure, median, spread, target, met (True/False/None), note
 
@@ -382,6 +382,49 @@ def publish_rows(raw: dict[str, Any]) -> list[Row]:
     return rows
 
 
+def b_page() -> tuple[dict[str, Any], list[Row]]:
+    raw = _call("bench.page", "run", seconds=float(os.environ.get("BENCH_PAGE_S", "180")))
+    return raw, page_rows(raw)
+
+
+def page_rows(raw: dict[str, Any]) -> list[Row]:
+    f, st = raw["first_render"], raw["steady"]
+    scale = f"{raw['drones']:,} drones, {raw['queued']:,} queued"
+    w, c = f["warm"], f["cold"]
+    rows = [row(f"status page ({scale}): navigation -> loaded and first live update, ms",
+                f"{w['complete']['p50']:.0f}", f"max {w['complete']['max']:.0f} (n="
+                f"{w['complete']['n']}); loadEventEnd p50 {w['load']['p50']:.0f}",
+                "< 1000 ms", w["complete"]["max"] < 1000)]
+    if c["complete"].get("n"):
+        rows.append(row("  same when the load falls on the gateway's cache refill (once per "
+                        "10 s TTL), ms", f"{c['complete']['p50']:.0f}",
+                        f"n={c['complete']['n']}; first byte {c['response_start']['p50']:.0f} ms",
+                        "contrast"))
+    lat = st["probe_latency_ms"]
+    rows += [row(f"status page at {st['events_per_s']:.0f} events/s for {st['seconds']:.0f} s: "
+                 "main-thread time per event, ms", f"{st['main_thread_ms_per_event']:.1f}",
+                 f"main thread {st['main_thread_busy_pct']:.0f}% busy; script "
+                 f"{st['script_ms_per_event']:.2f} ms/event"),
+             row("  event -> on the page (a build start on its drone card), ms",
+                 f"{lat['p50']:.0f}", f"p95 {lat['p95']:.0f}, max {lat['max']:.0f}; "
+                 f"{st['probes_not_seen']} of {st['probes_sent']} not seen", "< 1000 ms",
+                 lat["max"] < 1000 and st["probes_not_seen"] == 0),
+             row("  JS heap after GC, first / last / max, MB",
+                 " / ".join(f"{x:.1f}" for x in st["heap_mb_first_last_max"]),
+                 f"slope {st['heap_slope_mb_per_min']:+.2f} MB/min; DOM nodes "
+                 f"{st['nodes_first_last_max'][0]:,} -> {st['nodes_first_last_max'][1]:,}",
+                 "no growth", st["heap_mb_first_last_max"][1]
+                 <= st["heap_mb_first_last_max"][0] * 1.1 + 0.5)]
+    g1, g0 = raw.get("gateway_with_page"), raw.get("gateway_without_page")
+    if g1 and g0:
+        rows.append(row(f"gateway `{g1['route']}` (cached, {raw['drones']:,} drones), "
+                        f"{g1['clients']} clients, with the page open: requests/s",
+                        f"{g1['req_per_s']:,.0f}", f"without a browser {g0['req_per_s']:,.0f}; "
+                        f"p99 {g1['p99_ms']:.0f} / {g0['p99_ms']:.0f} ms; errors "
+                        f"{g1['errors']}/{g0['errors']}"))
+    return rows
+
+
 BENCHES: dict[str, tuple[str, Callable[[], tuple[dict[str, Any], list[Row]]], str]] = {
     "submit": ("Submission latency", b_submit, """\
 `bench/submit.py`: a synthetic `emerge -puDN --tree @world` of 2,000 packages (10 rounds) and of
@@ -532,6 +575,21 @@ reports each one as "not in Packages" (its `_need_update` requires MD5), against
 a time (with digests), so it does not see this. (3) With this portage (3.0.83) `populate(force_reindex=True)` reads
 every package file even when the index is intact: index entries never hold an empty
 `USER_PATCHES`, which portage requires to trust an entry (see the intact figure)."""),
+    "page": ("The status page in a browser at scale", b_page, """\
+`bench/page.py`: a fake swarmd (a child process) serves 1,000 drones (800 building) and 20,000
+unfinished packages in 21 requests through the operator API, and an event stream at 50
+events/s (per build: finished, queue update, the next start on that drone, drone status, two
+progress updates; finished packages are replaced, so the queue stays at 20,000); the real
+gatewayd (cache TTL 10 s) in front; Debian's chromium, headless, through Playwright. First
+render: fresh browser contexts, navigation start to the latest of `loadEventEnd`, the script's
+`cc-data` mark (public API fetched and rendered) and `cc-live` (first render after a socket
+message); loads during which the gateway refilled a route's cache are reported apart. Keeping
+up: one page for the measured run after 20 s of warm-up, with Chrome's DevTools counters (main
+thread task time per event received; JS heap and DOM nodes after a forced GC every 15 s); about
+one build start a second is a probe whose first appearance in the drone list (a
+MutationObserver of the bench) minus its send time is the event -> page latency. Then the
+gateway's cached `build-swarm` route under 100 keep-alive clients with the page open and with
+no browser. `BENCH_PAGE_S` sets the measured run (default 180 s)."""),
 }
 
 
@@ -541,7 +599,8 @@ ROWS: dict[str, Callable[[dict[str, Any]], list[Row]]] = {"startup": startup_row
                                                           "drones": drones_rows,
                                                           "ws": ws_rows,
                                                           "real": real_rows,
-                                                          "publish": publish_rows}
+                                                          "publish": publish_rows,
+                                                          "page": page_rows}
 
 # Where the time goes when a target is missed: found by profiling (py-spy) and reading the
 # code while writing this suite; printed under a section only while its target is missed.

@@ -45,7 +45,9 @@ from swarmlib import target as swarmtarget
 log = logging.getLogger("gatewayd.app")
 
 IDENTITIES_KEY = "identities"
-PUBLIC_ROUTES = ("build-swarm", "build-history", "infrastructure", "queue")
+PUBLIC_ROUTES = ("build-swarm", "build-history", "infrastructure", "queue", "requests")
+# What the requests route asks of swarmd's queue: the unfinished entries only.
+UNFINISHED_QUERY = "?state=pending,ready,assigned,building"
 REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 SPOOL_RETRY_AFTER_S = 30
 # The build target of a text/plain submission (SPEC section 12), forwarded and spooled with it.
@@ -178,6 +180,11 @@ class Gateway:
         if route == "queue":
             queue = await up.get_json("/api/queue")
             return s.queue(queue)
+        if route == "requests":
+            requests = await up.get_json("/api/requests")
+            queue = await up.get_json("/api/queue" + UNFINISHED_QUERY)
+            drones = await up.get_json("/api/drones")
+            return s.requests(requests, queue, drones)
         raise KeyError(route)
 
     async def _learn_identities(self) -> dict[str, Any]:
@@ -285,7 +292,13 @@ def _public_routes(app: QuartTrio, gw: Gateway) -> None:
     async def public_route(route: str) -> Response:
         if route not in PUBLIC_ROUTES:
             return error_response(404, "not_found", "no such public endpoint")
-        return await public_view(gw, route)
+        limit: int | None = None
+        if route == "queue" and "limit" in request.args:
+            raw = request.args.get("limit", "")
+            if not raw.isdigit():
+                return error_response(400, "bad_request", "limit: expected a whole number")
+            limit = int(raw)
+        return await public_view(gw, route, limit)
 
     @app.get("/api/v1/services/public/queue-history")
     async def queue_history() -> Response:
@@ -386,8 +399,9 @@ async def public_data(gw: Gateway, route: str) -> PublicData:
                       data=with_orchestrator_state(route, entry.value, up))
 
 
-async def public_view(gw: Gateway, route: str) -> Response:
-    """Checkpoint. One public route as a response (see ``public_data``)."""
+async def public_view(gw: Gateway, route: str, limit: int | None = None) -> Response:
+    """Checkpoint. One public route as a response (see ``public_data``); ``limit`` cuts the
+    queue's package list (counts, ``queued`` and ``waiting`` still cover all of it)."""
     got = await public_data(gw, route)
     if got.refused is not None:
         return _refused(got.refused, route)
@@ -397,7 +411,10 @@ async def public_view(gw: Gateway, route: str) -> Response:
             error={"code": "orchestrator_unavailable",
                    "message": "no data yet: the orchestrator is down or unreachable"},
         )
-    return envelope(got.status, got.timestamp, got.data)
+    data = got.data
+    if limit is not None and isinstance(data.get("packages"), list):
+        data = {**data, "packages": data["packages"][:limit]}
+    return envelope(got.status, got.timestamp, data)
 
 
 def queue_history_data(gw: Gateway) -> PublicData:
@@ -413,8 +430,14 @@ def queue_history_data(gw: Gateway) -> PublicData:
 async def status_page(gw: Gateway) -> Response:
     """Checkpoint. ``GET /``: the status page, built from the public payloads only."""
     got: dict[str, PublicData] = {}
-    for route in ("build-swarm", "infrastructure", "queue", "build-history"):
+
+    async def one(route: str) -> None:
         got[route] = await public_data(gw, route)
+
+    # Concurrently: after a cache expiry the routes' fetches from swarmd overlap.
+    async with trio.open_nursery() as nursery:
+        for route in ("build-swarm", "infrastructure", "queue", "build-history", "requests"):
+            nursery.start_soon(one, route)
     got["queue-history"] = queue_history_data(gw)
     for route, pd in got.items():
         if pd.refused is not None:
@@ -430,6 +453,7 @@ async def status_page(gw: Gateway) -> Response:
         queue=section("queue"),
         history=section("build-history"),
         queue_history=section("queue-history"),
+        requests=section("requests"),
         orchestrator_up=gw.probe.up,
         now=datetime.now(UTC),
     ))

@@ -44,6 +44,10 @@ PAGE_HEADERS = {
 MAX_QUEUE_ROWS = 50
 MAX_HISTORY_ROWS = 30
 MAX_GANTT_BARS = 400
+# The timeline shows the drones with the latest builds, at most this many rows (1,000 drones
+# would be 1,000 strips); the rest is counted under it.
+MAX_GANTT_ROWS = 40
+MAX_REQUEST_ROWS = 30
 GANTT_WINDOW_S = 3 * 3600
 # Viewbox sizes of the charts (the SVGs stretch to the width of the page).
 GANTT_W, GANTT_H = 1000, 20
@@ -118,6 +122,7 @@ class PageView:
     queue_history: Section
     orchestrator_up: bool
     now: datetime
+    requests: Section | None = None
 
 
 def _e(value: Any) -> str:
@@ -209,9 +214,8 @@ def render(view: PageView) -> str:
         "</header>",
         "<main>",
         _render_queue_counts(view.queue, swarm),
-        _render_drones(swarm.get("drones")),
-        '<section id="requests" class="card" hidden><h2>Requests</h2>'
-        '<ul id="request-list" class="plain"></ul></section>',
+        _render_requests(view.requests.data if view.requests else None, view.now),
+        _render_drones(swarm.get("drones"), view.now),
         _render_gantt(view.history.data, view.now),
         _render_depth(view.queue_history.data, view.now),
         _render_queue(view.queue.data),
@@ -237,7 +241,29 @@ def _render_queue_counts(queue: Section, swarm: Mapping[str, Any]) -> str:
             f'<dl class="counts">{"".join(cells)}</dl></section>')
 
 
-def drone_item(d: Mapping[str, Any]) -> str:
+def _num(v: Any) -> float | None:
+    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
+
+
+def build_numbers(d: Mapping[str, Any], now: datetime) -> tuple[float, float, float] | None:
+    """(percent, elapsed s, estimate s or 0) of a drone's current build from its public
+    ``progress`` and ``started`` (kept in step with app.js ``apiBuild``/``buildNumbers``)."""
+    started = parse_ts(d.get("started"))
+    progress = _num(d.get("progress"))
+    if started is None and progress is None:
+        return None
+    elapsed = max((now - started).total_seconds(), 0.0) if started is not None else 0.0
+    pct = progress or 0.0
+    est = elapsed * 100 / pct if pct > 0 and elapsed > 0 else 0.0
+    return pct, elapsed, est
+
+
+def progress_text(pct: float, elapsed: float, est: float) -> str:
+    return (f"{pct:.0f}% \u00b7 {duration(elapsed)} of ~"
+            f"{duration(est) if est > 0 else '?'}")
+
+
+def drone_item(d: Mapping[str, Any], now: datetime | None = None) -> str:
     """One drone as the script renders it too (keep app.js ``droneItem`` in step)."""
     name = d.get("name") or "drone"
     status = d.get("status") or "unknown"
@@ -245,6 +271,12 @@ def drone_item(d: Mapping[str, Any]) -> str:
     build = ('<p class="current"><span class="label">building</span> '
              f'<span class="pkg">{_e(current)}</span></p>') if current else \
         '<p class="current idle">idle</p>'
+    nums = build_numbers(d, now or datetime.now(UTC)) if current else None
+    if nums is not None:
+        pct, elapsed, est = nums
+        build += (f'<progress max="100" value="{pct:.0f}" aria-label="{_e(current)} progress">'
+                  f'{pct:.0f}%</progress><p class="eta">{_e(progress_text(pct, elapsed, est))}'
+                  "</p>")
     return (f'<li class="drone st-{_e(status)}" data-name="{_e(name)}">'
             f'<div class="drone-head"><span class="name">{_e(name)}</span> '
             f'<span class="badge st-{_e(status)} state">{_e(status)}</span></div>'
@@ -253,9 +285,11 @@ def drone_item(d: Mapping[str, Any]) -> str:
             f"{build}</li>")
 
 
-def _render_drones(drones: Any) -> str:
-    items = [drone_item(d) for d in drones if isinstance(d, dict)] if isinstance(
-        drones, list) else []
+def _render_drones(drones: Any, now: datetime) -> str:
+    listed = sorted((d for d in drones if isinstance(d, dict)),
+                    key=lambda d: str(d.get("name") or "drone")) if isinstance(drones, list) \
+        else []
+    items = [drone_item(d, now) for d in listed]
     body = "".join(items) or '<li class="empty">No drones registered.</li>'
     return (f'<section id="drones" class="card wide"><h2>Drones <span id="drone-count" '
             f'class="sub">{len(items)}</span></h2><ul id="drone-list" class="drones">{body}</ul>'
@@ -293,7 +327,11 @@ def _render_gantt(history: Mapping[str, Any] | None, now: datetime) -> str:
     per = _spans(builds[:MAX_GANTT_BARS], now)
     window = gantt_window(t0 for spans in per.values() for t0, _t1, _b in spans)
     rows = []
-    for drone in sorted(per):
+    # The drones whose builds are the latest (smallest age of the end, then of the start).
+    shown = sorted(per, key=lambda k: (min(t1 for _t0, t1, _b in per[k]),
+                                       min(t0 for t0, _t1, _b in per[k]), k))[:MAX_GANTT_ROWS]
+    hidden = len(per) - len(shown)
+    for drone in sorted(shown):
         rects = []
         texts = []
         for t0, t1, b in per[drone]:
@@ -314,6 +352,9 @@ def _render_gantt(history: Mapping[str, Any] | None, now: datetime) -> str:
             f'{"".join(rects)}</svg><details class="gantt-text"><summary>{len(texts)} '
             f'build(s)</summary><ul>{"".join(texts)}</ul></details></div>')
     body = "".join(rows) or '<p class="empty">No builds in the last hours.</p>'
+    if hidden > 0:
+        body += (f'<p class="sub gantt-more">and {hidden} more drones with builds in the '
+                 "window (the latest shown)</p>")
     return ('<section id="timeline" class="card wide"><h2>Builds per drone '
             f'<span class="sub">last {GANTT_WINDOW_S // 3600} h at most</span></h2>'
             f'<div id="gantt">{body}</div>'
@@ -410,3 +451,51 @@ def _render_history(data: Mapping[str, Any] | None) -> str:
         '<p class="empty">No builds yet.</p>'
     return ('<section id="history" class="card wide"><h2>Recent builds</h2>'
             f'<div id="history-table">{table}</div></section>')
+
+
+def request_text(r: Mapping[str, Any], now: datetime) -> tuple[int, int, str]:
+    """(done, total, the line under the bar) of one public request (kept in step with app.js
+    ``requestItem``)."""
+    built, failed, blocked, cancelled = (int(r.get(k) or 0) for k in (
+        "built", "failed", "blocked", "cancelled"))
+    done = built + failed + blocked + cancelled
+    total = max(int(r.get("packages") or 0), done)
+    text = (f"{done}/{total} done \u00b7 {built} built \u00b7 {failed} failed \u00b7 "
+            f"{blocked} blocked")
+    if cancelled:
+        text += f" \u00b7 {cancelled} cancelled"
+    if r.get("state") == "complete":
+        text += f" \u00b7 finished {clock(r.get('finished'))} UTC" if r.get("finished") else \
+            " \u00b7 finished"
+    else:
+        eta = parse_ts(r.get("estimated_finish"))
+        if eta is not None:
+            text += (f" \u00b7 finish ~{clock(r.get('estimated_finish'))} UTC (in "
+                     f"{duration(max((eta - now).total_seconds(), 0.0))})")
+        elif r.get("waiting"):
+            text += f" \u00b7 waits: {r.get('waiting')}"
+        else:
+            text += " \u00b7 finish not estimated"
+    return done, total, text
+
+
+def request_item(r: Mapping[str, Any], now: datetime) -> str:
+    rid = r.get("request_id") or "request"
+    state = r.get("state") if r.get("state") in ("open", "complete") else "unknown"
+    done, total, text = request_text(r, now)
+    return (f'<li class="request rq-{state}" data-id="{_e(rid)}"><div class="request-head">'
+            f'<strong class="rid">{_e(rid)}</strong> '
+            f'<span class="badge rq-{state}">{state}</span></div>'
+            f'<progress max="{max(total, 1)}" value="{done}" aria-label="request {_e(rid)} '
+            f'done">{done}/{total}</progress><p class="meta">{_e(text)}</p></li>')
+
+
+def _render_requests(data: Mapping[str, Any] | None, now: datetime) -> str:
+    listed = [r for r in (data or {}).get("requests") or [] if isinstance(r, dict)]
+    items = "".join(request_item(r, now) for r in listed[:MAX_REQUEST_ROWS])
+    n_open = (data or {}).get("open")
+    n_open = n_open if isinstance(n_open, int) else sum(
+        1 for r in listed if r.get("state") == "open")
+    return (f'<section id="requests" class="card wide"{"" if items else " hidden"}>'
+            f'<h2>Requests <span id="request-count" class="sub">{n_open} open</span></h2>'
+            f'<ul id="request-list" class="plain requests">{items}</ul></section>')

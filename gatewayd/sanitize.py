@@ -32,7 +32,7 @@ import hmac
 import ipaddress
 import re
 from collections.abc import Iterable, Iterator, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from swarmlib.errors import SwarmError
@@ -48,6 +48,10 @@ _MAX_INPUT = 4096
 # Our own words: a learned or mapped "real name" inside them is not a leak (and is not learned).
 _RESERVED_TEXT = "host- orch- ip- [redacted] orchestrator drone unknown gateway"
 _MAX_LEARNED = 10_000
+# Results of ``text()`` and of the leak check per string, kept while what the sanitizer knows
+# (learned names and addresses) is unchanged: swarmd's data repeats from one fetch to the next
+# (20,000 queued package names every 10 s cost ~0.5 s of regexes each time without it).
+_MEMO_MAX = 200_000
 _MIN_LEARNED_LEN = 3
 
 DRONE_STATES = ("ready", "building", "degraded", "offline")
@@ -57,6 +61,10 @@ QUEUED_STATES = ("pending", "ready", "assigned", "building")
 RESULTS = ("success", "failed", "returned", "revoked", "cancelled")
 PHASES = ("started", "progress", "finished")
 PUBLIC_TYPES = ("drone_status", "build_progress", "queue_update", "build_complete")
+REQUEST_STATES = ("open", "complete")
+# The requests route lists every open request up to this many, then the latest finished ones.
+MAX_OPEN_REQUESTS = 50
+MAX_FINISHED_REQUESTS = 10
 # Whole strings that are public vocabulary: never rewritten, never a leak by themselves.
 _VOCABULARY = frozenset(
     DRONE_STATES + ENTRY_STATES + RESULTS + PHASES + PUBLIC_TYPES
@@ -190,6 +198,8 @@ class Sanitizer:
         self._learned: dict[str, None] = {}
         self._learned_re: re.Pattern[str] | None = None
         self._learned_addrs: dict[str, None] = {}
+        self._memo_text: dict[str, str] = {}
+        self._memo_clean: set[str] = set()
         # Identifiers the final check looks for: real names that are not part of an alias.
         self._check_names = [
             n for n in self._host_alias
@@ -269,8 +279,10 @@ class Sanitizer:
                 if a.strip():
                     self.learn(hosts=[a])
                 continue
-            if not (addr.is_loopback or addr.is_unspecified):
+            if not (addr.is_loopback or addr.is_unspecified) and \
+                    str(addr) not in self._learned_addrs:
                 self._learned_addrs[str(addr)] = None
+                self._forget_memos()
         while len(self._learned) > _MAX_LEARNED:
             self._learned.pop(next(iter(self._learned)))
             changed = True
@@ -278,6 +290,11 @@ class Sanitizer:
             self._learned_addrs.pop(next(iter(self._learned_addrs)))
         if changed:
             self._learned_re = self._names_re(self._learned)
+            self._forget_memos()
+
+    def _forget_memos(self) -> None:
+        self._memo_text.clear()
+        self._memo_clean.clear()
 
     def _learnable(self, name: str) -> bool:
         return (
@@ -313,6 +330,16 @@ class Sanitizer:
         apply to already-public text)."""
         if s in _VOCABULARY:
             return s
+        hit = self._memo_text.get(s)
+        if hit is not None:
+            return hit
+        out = self._text(s)
+        if len(self._memo_text) >= _MEMO_MAX:
+            self._memo_text.clear()
+        self._memo_text[s] = out
+        return out
+
+    def _text(self, s: str) -> str:
         for secret in self._secrets:
             if secret in s:
                 s = s.replace(secret, REDACTED)
@@ -397,8 +424,16 @@ class Sanitizer:
 
     def leak_in(self, s: str) -> str | None:
         """What kind of secret ``s`` still holds, or None."""
-        if s in _VOCABULARY:
+        if s in _VOCABULARY or s in self._memo_clean:
             return None
+        what = self._leak_in(s)
+        if what is None:
+            if len(self._memo_clean) >= _MEMO_MAX:
+                self._memo_clean.clear()
+            self._memo_clean.add(s)
+        return what
+
+    def _leak_in(self, s: str) -> str | None:
         low = s.lower()
         for secret in self._secrets:
             if secret in s:
@@ -448,15 +483,21 @@ class Sanitizer:
 
     def _drone_public(self, d: dict[str, Any]) -> dict[str, Any]:
         builds = d.get("current_builds")
-        current = None
+        current = progress = started = None
         if isinstance(builds, list) and builds and isinstance(builds[0], dict):
             current = _str(builds[0].get("cpv"))
+            progress = _num(builds[0].get("progress"))
+            if progress is not None:
+                progress = min(max(progress, 0), 100)
+            started = _timestamp(builds[0].get("started"))
         return {
             "name": _str(d.get("name")) or "drone",
             "cores": _int(d.get("cores")),
             "status": _enum(d.get("status"), DRONE_STATES),
             "current_package": current,
             "target": short_target(d.get("target_id")),
+            "progress": progress,
+            "started": started,
         }
 
     def build_swarm(
@@ -546,7 +587,131 @@ class Sanitizer:
                 s = e.get("state")
                 if isinstance(s, str):
                     counts_src[s] = counts_src.get(s, 0) + 1
-        data = {"counts": queue_counts(counts_src), "queued": len(packages), "packages": packages}
+        waits: dict[str, int] = {}
+        for item in packages:
+            if "waiting" in item:
+                waits[item["waiting"]] = waits.get(item["waiting"], 0) + 1
+        data = {"counts": queue_counts(counts_src), "queued": len(packages),
+                "waiting": [{"reason": w, "count": n}
+                            for w, n in sorted(waits.items(), key=lambda kv: -kv[1])],
+                "packages": packages}
+        return self.finish(data)
+
+    def request_name(self, value: Any) -> str | None:
+        """A request id as the public sees it: unchanged when the scan leaves it alone, else a
+        stable alias ``req-XXXXXXXXXX`` (a minted ``gw-<uuid hex>`` id holds a hex run the scan
+        would redact, and each request must keep a name of its own)."""
+        s = _str(value)
+        if s is None or not s:
+            return None
+        if self.text(s) == s and self.leak_in(s) is None:
+            return s
+        return "req-" + self._digest("request", s)
+
+    def requests(self, requests: Any, queue: Any, drones: Any, *,
+                 now: datetime | None = None) -> dict[str, Any]:
+        """``/api/v1/services/public/requests`` data from swarmd's ``GET /api/requests``, the
+        unfinished entries of ``GET /api/queue`` and ``GET /api/drones``: each open request (and
+        the latest finished ones) with its counts and an estimated finish.
+
+        The estimate (docs/GATEWAY.md): per target, the remaining work of the unfinished entries
+        whose request priority is at least this request's (swarmd's ``estimate_s``, seconds on 8
+        cores; a building entry counts its unfinished part by the drone's progress, else by its
+        elapsed time), divided by the 8-core equivalents of that target's ready and building
+        drones; never less than the request's critical path on the target's fastest drone.
+        No drone for the target: no estimate, and ``waiting`` says why."""
+        now = now or datetime.now(UTC)
+        capacity: dict[str, float] = {}
+        fastest: dict[str, int] = {}
+        running: dict[str, tuple[float | None, datetime | None, int]] = {}
+        available = 0
+        for d in _list(drones, "drones"):
+            cores = max(_int(d.get("cores")) or 1, 1)
+            for b in d.get("current_builds") or []:
+                if isinstance(b, dict) and isinstance(b.get("build_id"), str):
+                    running[b["build_id"]] = (_num(b.get("progress")),
+                                              _parse_ts(b.get("started")), cores)
+            if d.get("status") not in ("ready", "building"):
+                continue
+            available += 1
+            key = _target_key(d.get("target_id"))
+            capacity[key] = capacity.get(key, 0.0) + cores / 8
+            fastest[key] = max(fastest.get(key, 0), cores)
+        # Every unfinished entry: (target, remaining work, critical path) in seconds on 8 cores.
+        unfinished: dict[str, tuple[str, float, float]] = {}
+        work_by: dict[str, dict[int, float]] = {}
+        for e in _list(queue, "entries"):
+            eid = e.get("id")
+            if e.get("state") not in QUEUED_STATES or not isinstance(eid, str):
+                continue
+            est = float(_num(e.get("estimate_s")) or 0.0)
+            work = est
+            bid = e.get("build_id")
+            got = running.get(bid) if e.get("state") == "building" and isinstance(bid, str) \
+                else None
+            if got is not None:
+                progress, started, cores = got
+                if progress is not None and 0 <= progress <= 100:
+                    work = est * (1 - progress / 100)
+                elif started is not None:
+                    work = max(est - (now - started).total_seconds() * cores / 8, 0.0)
+            key = _target_key(e.get("target_id"))
+            crit = float(_num(e.get("priority")) or est)
+            unfinished[eid] = (key, work, max(crit, work))
+            per = work_by.setdefault(key, {})
+            prio = _int(e.get("request_priority")) or 0
+            per[prio] = per.get(prio, 0.0) + work
+        opened: list[dict[str, Any]] = []
+        finished: list[dict[str, Any]] = []
+        for r in _list(requests, "requests"):
+            state = _enum(r.get("state"), REQUEST_STATES)
+            raw_summary, raw_counts = r.get("summary"), r.get("counts")
+            summary: dict[str, Any] = raw_summary if isinstance(raw_summary, dict) else {}
+            counts: dict[str, Any] = raw_counts if isinstance(raw_counts, dict) else {}
+            item: dict[str, Any] = {
+                "request_id": self.request_name(r.get("id")),
+                "state": state,
+                "packages": _int(r.get("packages")) or 0,
+                **{k: _int(summary.get(k)) or 0
+                   for k in ("built", "failed", "blocked", "cancelled")},
+                "remaining": sum(_int(counts.get(k)) or 0 for k in QUEUED_STATES),
+                "created": _timestamp(r.get("created")),
+                "finished": _timestamp(r.get("finished")),
+                "estimate_s": None,
+                "estimated_finish": None,
+                "waiting": None,
+            }
+            if state != "open":
+                finished.append(item)
+                continue
+            opened.append(item)
+            entries = r.get("entries")
+            mine = [unfinished[x] for x in entries if isinstance(x, str) and x in unfinished] \
+                if isinstance(entries, list) else []
+            if not mine:
+                continue
+            prio = _int(r.get("priority")) or 0
+            eta = 0.0
+            for key in {m[0] for m in mine}:
+                cap = capacity.get(key, 0.0)
+                if cap <= 0:
+                    tid = short_target(key)
+                    item["waiting"] = f"no drone for target {tid}" if tid else "no drone"
+                    break
+                work = sum(w for p, w in work_by[key].items() if p >= prio)
+                crit = max(c for k, _w, c in mine if k == key)
+                eta = max(eta, work / cap, crit * 8 / max(fastest.get(key, 8), 1))
+            else:
+                item["estimate_s"] = round(eta)
+                item["estimated_finish"] = (now + timedelta(seconds=round(eta))).strftime(
+                    "%Y-%m-%dT%H:%M:%SZ")
+        opened.sort(key=lambda i: i["created"] or "")
+        finished.sort(key=lambda i: i["finished"] or "", reverse=True)
+        data = {
+            "open": len(opened),
+            "drones_available": available,
+            "requests": opened[:MAX_OPEN_REQUESTS] + finished[:MAX_FINISHED_REQUESTS],
+        }
         return self.finish(data)
 
     def queue_history(self, samples: Any) -> dict[str, Any]:
@@ -584,6 +749,7 @@ class Sanitizer:
                     "/api/v1/services/public/infrastructure",
                     "/api/v1/services/public/queue",
                     "/api/v1/services/public/queue-history",
+                    "/api/v1/services/public/requests",
                     "/api/v1/binhost",
                     "/health",
                 ],
@@ -627,7 +793,7 @@ class Sanitizer:
             data = {k: _int(raw.get(k)) or 0 for k in ("pending", "building", "completed", "failed")}
         elif kind == "build_complete":
             data = {
-                "request_id": _str(raw.get("request_id")),
+                "request_id": self.request_name(raw.get("request_id")),
                 **{k: _int(raw.get(k)) or 0
                    for k in ("packages", "built", "failed", "blocked", "cancelled")},
                 "duration_s": _num(raw.get("duration_s")),
@@ -658,6 +824,20 @@ def _looks_random(t: str, min_len: int) -> bool:
         return False
     flips = sum(1 for a, b in zip(kinds, kinds[1:], strict=False) if a != b and "s" not in (a, b))
     return flips >= 0.4 * len(t) or (len(t) >= 32 and "-" not in t)
+
+
+def _target_key(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _parse_ts(value: Any) -> datetime | None:
+    if not isinstance(value, str) or not _TIMESTAMP_RE.match(value):
+        return None
+    try:
+        ts = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)
 
 
 def short_target(value: Any) -> str | None:

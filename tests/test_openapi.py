@@ -294,7 +294,7 @@ async def test_gateway_public_responses_match_the_document(orch: Orchestrator,
     problems = []
     for path in ("/api/v1/services/public/build-swarm", "/api/v1/services/public/build-history",
                  "/api/v1/services/public/infrastructure", "/api/v1/services/public/queue",
-                 "/api/v1/services/public/nope", "/api/v1/binhost", "/api/v1/services",
+                 "/api/v1/services/public/requests", "/api/v1/services/public/nope", "/api/v1/binhost", "/api/v1/services",
                  "/health"):
         resp = await rig.client.get(path)
         try:

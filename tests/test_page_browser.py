@@ -3,7 +3,7 @@ Python (never a downloaded browser), against real swarmd and gatewayd processes,
 small reverse proxy that serves the gateway under ``/api/gateway/`` as the seed's site does.
 
 Checked: the drones appear with their states; a build that starts shows up without a reload
-within 2 s and finishes on the page; with scripts off the page still shows the swarm; stopping
+within 2 s and finishes on the page; its request is listed open, then complete; with scripts off the page still shows the swarm; stopping
 swarmd shows the orchestrator down and the data stale; no canary (real names, addresses, MACs,
 keys) in the DOM, in anything the page fetched or in any WebSocket frame; no console error; no
 request to another origin; no horizontal scrolling at 390 px.
@@ -260,6 +260,12 @@ def test_status_page_in_chromium(swarm: tuple[SwarmdProc, GatewayProc]) -> None:
                 timeout=LIVE_BUDGET_S * 1000)
             timings["start shown"] = time.monotonic() - t0
             vega.beat()
+            # The request is listed as open with its progress (requests route, re-fetched
+            # after the queue changed).
+            page.wait_for_function(
+                """() => { const li = document.querySelector('#request-list li[data-id="page1"]');
+                           return li && li.querySelector('.badge').textContent === 'open'
+                                  && li.textContent.includes('0/1 done'); }""", timeout=6000)
 
             # It finishes: in the recent builds with its result, the drone idle again.
             vega.complete()
@@ -275,6 +281,11 @@ def test_status_page_in_chromium(swarm: tuple[SwarmdProc, GatewayProc]) -> None:
             assert "app-misc/livebuild-1" in (gantt.text_content() or "")
             assert page.locator("#count-completed").inner_text() == "1"
             page.locator("#request-list").wait_for(state="visible", timeout=2000)
+            page.wait_for_function(
+                """() => { const li = document.querySelector('#request-list li[data-id="page1"]');
+                           return li && li.querySelector('.badge').textContent === 'complete'
+                                  && li.textContent.includes('1/1 done \u00b7 1 built'); }""",
+                timeout=LIVE_BUDGET_S * 1000)
 
             # Readable on a phone: nothing wider than the 390 px viewport.
             width = page.evaluate("document.documentElement.scrollWidth")

@@ -6,17 +6,31 @@
 // live changes. While the socket is down: reconnect with backoff and poll the public API every
 // 10 s, saying that the data is stale and since when. health is polled every 3 s, so a downed
 // orchestrator shows within seconds of the gateway's probe noticing (the socket carries only
-// the four public message types). Rendering is batched per animation frame; a drone's card is
-// rebuilt only when that drone changed.
+// the four public message types).
+//
+// Cost at scale (bench/page.py: 1,000 drones, 20,000 queued, 50 events/s): rendering is batched
+// per animation frame, at most one every FRAME_MS; a drone's card is rebuilt only when what it shows changed (its progress
+// bar and elapsed time are updated in place, once a second); the parts that are whole lists
+// (timeline, recent builds, queue, requests, depth chart) render at most every MIN_INTERVAL ms
+// however many events come; the timeline shows the MAX_GANTT_ROWS drones with the latest
+// builds; queue and requests are re-fetched at most every REFETCH_MS while events flow.
+// performance marks "cc-data" (first API data rendered) and "cc-live" (first render after a
+// socket message) time the start.
 
 const POLL_MS = 10000;
 const HEALTH_MS = 3000;
 const BACKOFF_MIN_MS = 1000;
 const BACKOFF_MAX_MS = 30000;
+const REFETCH_MS = 3000;
+const HISTORY_REFETCH_MS = 11000;
 const MAX_QUEUE_ROWS = 50;
 const MAX_HISTORY_ROWS = 30;
 const MAX_BUILDS = 400;
+const MAX_GANTT_ROWS = 40;
+const MAX_REQUEST_ROWS = 30;
 const MAX_SAMPLES = 2880;
+const SAMPLE_MIN_S = 5;
+const MIN_INTERVAL = { gantt: 1000, history: 250, queue: 1000, depth: 1000, requests: 500 };
 const GANTT_WINDOW_S = 3 * 3600;
 const GANTT_W = 1000, GANTT_H = 20, DEPTH_W = 1000, DEPTH_H = 160;
 const RESULTS = ["success", "failed", "returned", "revoked", "cancelled"];
@@ -37,12 +51,17 @@ function wsUrl() {
 const S = {
   drones: new Map(), // name -> {name, cores, status, current_package, target, build}
   counts: null,
-  packages: [],
+  packages: [], // the first MAX_QUEUE_ROWS (api/v1/services/public/queue?limit=...)
   queued: 0,
+  waiting: null, // [{reason, count}] over the whole queue
   builds: [], // newest first, the public build-history shape
   localBuilds: [], // finished builds seen on the socket, not yet in a fetched history
   samples: [],
-  requests: new Map(), // request_id -> build_complete data (recent)
+  requests: new Map(), // request_id -> public request (requests route, build_complete)
+  requestsOpen: null,
+  completed: new Map(), // request_id -> build_complete data seen on the socket (recent)
+  els: new Map(), // drone name -> its <li> (the server's, adopted, or ours)
+  messages: 0,
   orchestrator: null,
   orchUp: null,
   version: null,
@@ -56,12 +75,46 @@ const S = {
 };
 
 const dirty = { drones: new Set(), droneList: false, counts: false, queue: false,
-  history: false, gantt: false, depth: false, header: false, requests: false };
+  history: false, gantt: false, depth: false, header: false, requests: false, progress: false };
 let frame = 0;
+const lastRun = {};
+let laterTimer = 0;
+let laterAt = Infinity;
+
+// At most one render per FRAME_MS: 50 events/s would otherwise cost 50 style, layout and
+// paint passes a second over a page of 1,000 cards.
+const FRAME_MS = 200;
+let lastFrame = -Infinity;
+let frameTimer = 0;
+
+function schedule() {
+  if (frame || frameTimer) return;
+  const wait = lastFrame + FRAME_MS - performance.now();
+  if (wait <= 0) frame = requestAnimationFrame(render);
+  else frameTimer = setTimeout(() => { frameTimer = 0; schedule(); }, wait);
+}
 
 function mark(...keys) {
   for (const k of keys) dirty[k] = true;
-  if (!frame) frame = requestAnimationFrame(render);
+  schedule();
+}
+
+// A render of ``key`` now, or a frame later when its MIN_INTERVAL has passed.
+function due(key, now) {
+  const min = MIN_INTERVAL[key] || 0;
+  const last = lastRun[key] || -Infinity;
+  if (now - last >= min) {
+    lastRun[key] = now;
+    return true;
+  }
+  const at = last + min;
+  if (at < laterAt) {
+    clearTimeout(laterTimer);
+    laterAt = at;
+    laterTimer = setTimeout(() => { laterAt = Infinity; laterTimer = 0; schedule(); },
+      Math.max(0, at - performance.now()));
+  }
+  return false;
 }
 
 function markDrone(name) {
@@ -120,6 +173,33 @@ const resultWord = (r) => (RESULTS.includes(r) ? r : r === null || r === undefin
 
 // -- rendering --------------------------------------------------------------------------------
 
+// The current build's numbers: percent, elapsed and estimate (s), now (as page.py).
+function activeBuild(d) {
+  return d.current_package && d.build && d.build.package === d.current_package ? d.build : null;
+}
+
+function buildNumbers(b) {
+  const elapsed = Math.max(0, b.elapsed_s + (Date.now() - b.at) / 1000);
+  const est = b.estimate_s || 0;
+  const pct = b.percent > 0 ? b.percent : est > 0 ? Math.min(99, (100 * elapsed) / est) : 0;
+  return { elapsed, est, pct };
+}
+
+const progressText = (n) => `${n.pct.toFixed(0)}% \u00b7 ${duration(n.elapsed)} of ~${n.est > 0 ? duration(n.est) : "?"}`;
+
+// A build known from the public API (progress and start time of build-swarm's drone).
+function apiBuild(d) {
+  const started = Date.parse(d.started);
+  const elapsed = Number.isNaN(started) ? 0 : Math.max(0, (Date.now() - started) / 1000);
+  const pct = typeof d.progress === "number" ? d.progress : 0;
+  return { package: d.current_package, percent: pct, elapsed_s: elapsed,
+    estimate_s: pct > 0 && elapsed > 0 ? (elapsed * 100) / pct : 0, at: Date.now(), live: false };
+}
+
+function droneSig(d) {
+  return `${d.status}|${d.cores}|${d.target}|${d.current_package}|${activeBuild(d) ? 1 : 0}`;
+}
+
 function droneItem(d) {
   const status = d.status || "unknown";
   const parts = [
@@ -134,15 +214,12 @@ function droneItem(d) {
   if (d.current_package) {
     parts.push(h("p", { class: "current" }, h("span", { class: "label" }, "building"), " ",
       h("span", { class: "pkg" }, d.current_package)));
-    const b = d.build && d.build.package === d.current_package ? d.build : null;
+    const b = activeBuild(d);
     if (b) {
-      const elapsed = b.elapsed_s + (Date.now() - b.at) / 1000;
-      const est = b.estimate_s || 0;
-      const pct = b.percent > 0 ? b.percent : est > 0 ? Math.min(99, (100 * elapsed) / est) : 0;
-      parts.push(h("progress", { max: 100, value: pct.toFixed(0),
-        "aria-label": `${d.current_package} progress` }, `${pct.toFixed(0)}%`));
-      parts.push(h("p", { class: "eta" },
-        `${pct.toFixed(0)}% · ${duration(elapsed)} of ~${est > 0 ? duration(est) : "?"}`));
+      const n = buildNumbers(b);
+      parts.push(h("progress", { max: 100, value: n.pct.toFixed(0),
+        "aria-label": `${d.current_package} progress` }, `${n.pct.toFixed(0)}%`));
+      parts.push(h("p", { class: "eta" }, progressText(n)));
     }
   } else {
     parts.push(h("p", { class: "current idle" }, "idle"));
@@ -150,26 +227,69 @@ function droneItem(d) {
   return h("li", { class: `drone st-${status}`, "data-name": d.name }, parts);
 }
 
+// Progress bar and elapsed time of a card, in place (no rebuild), only what changed.
+function updateProgress(el, d) {
+  const b = activeBuild(d);
+  if (!b) return;
+  const n = buildNumbers(b);
+  const bar = el.querySelector("progress");
+  const eta = el.querySelector(".eta");
+  const pct = Number(n.pct.toFixed(0));
+  if (bar && bar.value !== pct) { bar.value = pct; bar.textContent = `${pct}%`; }
+  const text = progressText(n);
+  if (eta && eta.textContent !== text) eta.textContent = text;
+}
+
 function renderDrones() {
   const list = $("drone-list");
   if (!list) return;
-  if (dirty.droneList) {
-    const names = [...S.drones.keys()].sort();
-    list.replaceChildren(...(names.length ? names.map((n) => droneItem(S.drones.get(n)))
-      : [h("li", { class: "empty" }, "No drones registered.")]));
-    $("drone-count").textContent = String(names.length);
-    dirty.droneList = false;
-    dirty.drones.clear();
-    return;
-  }
   for (const name of dirty.drones) {
     const d = S.drones.get(name);
-    const old = list.querySelector(`li[data-name="${CSS.escape(name)}"]`);
-    if (d && old) old.replaceWith(droneItem(d));
-    else { dirty.droneList = true; }
+    const el = S.els.get(name);
+    if (!d) {
+      if (el) { el.remove(); S.els.delete(name); }
+      dirty.droneList = true;
+      continue;
+    }
+    if (!el) { dirty.droneList = true; continue; }
+    const sig = droneSig(d);
+    if (el.ccSig === sig) { updateProgress(el, d); continue; }
+    const fresh = droneItem(d);
+    fresh.ccSig = sig;
+    if (el.ccSig === undefined && fresh.outerHTML === el.outerHTML) { el.ccSig = sig; continue; }
+    el.replaceWith(fresh);
+    S.els.set(name, fresh);
   }
   dirty.drones.clear();
-  if (dirty.droneList) renderDrones();
+  if (!dirty.droneList) return;
+  dirty.droneList = false;
+  const names = [...S.drones.keys()].sort();
+  const items = names.map((n) => {
+    let el = S.els.get(n);
+    if (!el) {
+      const d = S.drones.get(n);
+      el = droneItem(d);
+      el.ccSig = droneSig(d);
+      S.els.set(n, el);
+    }
+    return el;
+  });
+  for (const [n, el] of S.els) if (!S.drones.has(n)) { el.remove(); S.els.delete(n); }
+  const kids = list.children;
+  const same = kids.length === items.length && items.every((el, i) => kids[i] === el);
+  if (!same) {
+    list.replaceChildren(...(items.length ? items
+      : [h("li", { class: "empty" }, "No drones registered.")]));
+  }
+  $("drone-count").textContent = String(names.length);
+}
+
+function renderProgress() {
+  for (const d of S.drones.values()) {
+    if (!d.build) continue;
+    const el = S.els.get(d.name);
+    if (el && el.ccSig !== undefined) updateProgress(el, d);
+  }
 }
 
 function renderHeader() {
@@ -218,18 +338,22 @@ function renderCounts() {
 }
 
 function renderQueue() {
-  const waits = new Map();
-  for (const p of S.packages) if (p.waiting) waits.set(p.waiting, (waits.get(p.waiting) || 0) + 1);
-  $("waiting").replaceChildren(...[...waits].sort((a, b) => b[1] - a[1]).map(([w, n]) =>
+  let waits = S.waiting ? S.waiting.map((w) => [w.reason, w.count]) : null;
+  if (!waits) {
+    const m = new Map();
+    for (const p of S.packages) if (p.waiting) m.set(p.waiting, (m.get(p.waiting) || 0) + 1);
+    waits = [...m].sort((a, b) => b[1] - a[1]);
+  }
+  $("waiting").replaceChildren(...waits.map(([w, n]) =>
     h("li", null, h("strong", null, String(n)), ` waiting: ${w}`)));
-  $("queued-count").textContent = String(S.packages.length);
+  $("queued-count").textContent = String(S.queued);
   const rows = S.packages.slice(0, MAX_QUEUE_ROWS).map((p) =>
     h("tr", { class: `q-${p.state}` },
       h("td", null, String(p.position ?? "")),
       h("td", { class: "pkg" }, p.package ?? ""),
       h("td", null, h("span", { class: `badge q-${p.state}` }, p.state)),
       h("td", null, p.waiting || (p.target ? `target ${p.target}` : ""))));
-  const more = S.packages.length - MAX_QUEUE_ROWS;
+  const more = S.queued - Math.min(S.packages.length, MAX_QUEUE_ROWS);
   $("queue-table").replaceChildren(...(rows.length
     ? [h("table", null, h("thead", null, h("tr", null, h("th", null, "#"), h("th", null, "package"),
       h("th", null, "state"), h("th", null, "waits for"))), h("tbody", null, rows)),
@@ -284,7 +408,21 @@ function renderGantt() {
   const windowS = Math.max(600, Math.min(GANTT_WINDOW_S, oldest * 1.02));
   const axis = $("gantt-axis");
   if (axis) axis.textContent = `${duration(windowS)} ago to now`;
-  const rows = [...per.keys()].sort().map((drone) => {
+  // The drones with the latest builds (as page.py), at most MAX_GANTT_ROWS.
+  const latest = new Map();
+  for (const [k, list] of per) {
+    let end = -Infinity;
+    let start = -Infinity;
+    for (const { t0, t1 } of list) { end = Math.max(end, t1); start = Math.max(start, t0); }
+    latest.set(k, [end, start]);
+  }
+  const shown = [...per.keys()].sort((a, b) => {
+    const [ea, sa] = latest.get(a);
+    const [eb, sb] = latest.get(b);
+    return eb - ea || sb - sa || (a < b ? -1 : a > b ? 1 : 0);
+  }).slice(0, MAX_GANTT_ROWS);
+  const hidden = per.size - shown.length;
+  const rows = shown.sort().map((drone) => {
     const bars = [];
     const texts = [];
     for (const { t0, t1, b } of per.get(drone)) {
@@ -305,6 +443,10 @@ function renderGantt() {
       h("details", { class: "gantt-text" }, h("summary", null, `${texts.length} build(s)`),
         h("ul", null, texts)));
   });
+  if (hidden > 0) {
+    rows.push(h("p", { class: "sub gantt-more" },
+      `and ${hidden} more drones with builds in the window (the latest shown)`));
+  }
   $("gantt").replaceChildren(...(rows.length ? rows
     : [h("p", { class: "empty" }, "No builds in the last hours.")]));
 }
@@ -345,29 +487,77 @@ function renderDepth() {
   summary.textContent = `now ${last.pending ?? 0} pending, ${last.building ?? 0} building; peak ${top}; ${samples.length} samples since ${clock(samples[0].t)}`;
 }
 
+// One request's line (as page.py ``request_text``).
+function requestText(r) {
+  const [built, failed, blocked, cancelled] = ["built", "failed", "blocked", "cancelled"]
+    .map((k) => Number(r[k]) || 0);
+  const done = built + failed + blocked + cancelled;
+  const total = Math.max(Number(r.packages) || 0, done);
+  let text = `${done}/${total} done \u00b7 ${built} built \u00b7 ${failed} failed \u00b7 ${blocked} blocked`;
+  if (cancelled) text += ` \u00b7 ${cancelled} cancelled`;
+  if (r.state === "complete") {
+    text += r.finished ? ` \u00b7 finished ${clock(r.finished)} UTC` : " \u00b7 finished";
+  } else {
+    const eta = Date.parse(r.estimated_finish);
+    if (!Number.isNaN(eta)) {
+      text += ` \u00b7 finish ~${clock(r.estimated_finish)} UTC (in ${duration(Math.max(0, (eta - Date.now()) / 1000))})`;
+    } else if (r.waiting) {
+      text += ` \u00b7 waits: ${r.waiting}`;
+    } else {
+      text += " \u00b7 finish not estimated";
+    }
+  }
+  return { done, total, text };
+}
+
+function requestItem(r) {
+  const rid = r.request_id || "request";
+  const state = r.state === "open" || r.state === "complete" ? r.state : "unknown";
+  const { done, total, text } = requestText(r);
+  return h("li", { class: `request rq-${state}`, "data-id": rid },
+    h("div", { class: "request-head" }, h("strong", { class: "rid" }, rid), " ",
+      h("span", { class: `badge rq-${state}` }, state)),
+    h("progress", { max: Math.max(total, 1), value: done, "aria-label": `request ${rid} done` },
+      `${done}/${total}`),
+    h("p", { class: "meta" }, text));
+}
+
 function renderRequests() {
   const sec = $("requests");
-  const items = [...S.requests.values()].slice(-10).reverse();
+  const all = [...S.requests.values()];
+  const open = all.filter((r) => r.state !== "complete")
+    .sort((a, b) => String(a.created || "").localeCompare(String(b.created || "")));
+  const done = all.filter((r) => r.state === "complete")
+    .sort((a, b) => String(b.finished || "").localeCompare(String(a.finished || "")));
+  const items = [...open, ...done].slice(0, MAX_REQUEST_ROWS);
   sec.hidden = items.length === 0;
-  $("request-list").replaceChildren(...items.map((r) =>
-    h("li", null, h("strong", null, r.request_id ?? "request"),
-      ` finished in ${duration(r.duration_s)}: ${r.built}/${r.packages} built, ${r.failed} failed, ${r.blocked} blocked, ${r.cancelled} cancelled`)));
+  $("request-list").replaceChildren(...items.map(requestItem));
+  $("request-count").textContent = `${S.requestsOpen ?? open.length} open`;
 }
+
+const PARTS = [["header", () => renderHeader()], ["counts", () => renderCounts()],
+  ["queue", () => renderQueue()], ["history", () => renderHistory()],
+  ["gantt", () => renderGantt()], ["depth", () => renderDepth()],
+  ["requests", () => renderRequests()]];
+let liveMarked = false;
 
 function render() {
   frame = 0;
+  const now = performance.now();
+  lastFrame = now;
   try {
-    if (dirty.header) { renderHeader(); dirty.header = false; }
     if (dirty.droneList || dirty.drones.size) renderDrones();
-    if (dirty.counts) { renderCounts(); dirty.counts = false; }
-    if (dirty.queue) { renderQueue(); dirty.queue = false; }
-    if (dirty.history) { renderHistory(); dirty.history = false; }
-    if (dirty.gantt) { renderGantt(); dirty.gantt = false; }
-    if (dirty.depth) { renderDepth(); dirty.depth = false; }
-    if (dirty.requests) { renderRequests(); dirty.requests = false; }
+    if (dirty.progress) { dirty.progress = false; renderProgress(); }
+    for (const [key, fn] of PARTS) {
+      if (dirty[key] && due(key, now)) { dirty[key] = false; fn(); }
+    }
   } catch (err) {
     // A bug in one render must not stop the page; say so once in the console.
     console.warn("render failed", err);
+  }
+  if (!liveMarked && S.socketUp && S.messages > 0) {
+    liveMarked = true;
+    performance.mark("cc-live");
   }
 }
 
@@ -376,12 +566,10 @@ function render() {
 function upsertDrone(data) {
   const old = S.drones.get(data.name);
   const d = { ...(old || {}), ...data };
-  if (d.status !== "building" || !d.current_package) {
-    if (d.status !== "building") d.build = null;
-  }
+  if (d.status !== "building") d.build = null;
   S.drones.set(d.name, d);
-  if (old) markDrone(d.name);
-  else mark("droneList", "header");
+  markDrone(d.name);
+  if (!old) mark("droneList");
 }
 
 function applySwarm(data) {
@@ -391,11 +579,15 @@ function applySwarm(data) {
   for (const d of data.drones || []) {
     seen.add(d.name);
     const old = S.drones.get(d.name);
-    if (old && old.build && old.build.package !== d.current_package) old.build = null;
-    upsertDrone(d);
+    const rec = { ...d };
+    const oldBuild = old && old.build && old.build.package === d.current_package ? old.build : null;
+    if (oldBuild && oldBuild.live) rec.build = oldBuild; // the socket's is fresher
+    else if (d.current_package && (d.started || typeof d.progress === "number")) rec.build = apiBuild(d);
+    else rec.build = oldBuild;
+    upsertDrone(rec);
   }
   for (const name of [...S.drones.keys()]) {
-    if (!seen.has(name)) { S.drones.delete(name); mark("droneList"); }
+    if (!seen.has(name)) { S.drones.delete(name); markDrone(name); }
   }
   if (data.queue) { S.counts = data.queue; mark("counts"); }
   mark("header", "gantt");
@@ -410,27 +602,70 @@ function applyHistory(data) {
 
 function applyQueue(data) {
   S.packages = data.packages || [];
-  S.queued = data.queued || 0;
+  S.queued = typeof data.queued === "number" ? data.queued : S.packages.length;
+  S.waiting = Array.isArray(data.waiting) ? data.waiting : null;
   if (data.counts) { S.counts = data.counts; mark("counts"); }
   mark("queue");
+}
+
+function applyRequests(data) {
+  S.requests = new Map();
+  for (const r of data.requests || []) S.requests.set(r.request_id, r);
+  // A request the socket saw finish is finished, whatever an older cached answer says.
+  for (const [rid, c] of S.completed) {
+    const r = S.requests.get(rid);
+    if (!r || r.state !== "complete") S.requests.set(rid, completedRequest(r, c));
+  }
+  S.requestsOpen = typeof data.open === "number" ? data.open : null;
+  if (S.requestsOpen !== null) {
+    for (const rid of S.completed.keys()) {
+      const r = (data.requests || []).find((x) => x.request_id === rid);
+      if (r && r.state === "open") S.requestsOpen -= 1;
+    }
+  }
+  mark("requests");
+}
+
+function completedRequest(old, c) {
+  return { ...(old || {}), request_id: c.request_id, state: "complete", packages: c.packages,
+    built: c.built, failed: c.failed, blocked: c.blocked, cancelled: c.cancelled, remaining: 0,
+    finished: c.finished, estimate_s: null, estimated_finish: null, waiting: null };
 }
 
 function addSample(t, counts) {
   const last = S.samples[S.samples.length - 1];
   const keys = ["pending", "building", "completed", "failed"];
   if (last && keys.every((k) => last[k] === counts[k])) return;
+  // Within SAMPLE_MIN_S of the previous sample: replace its values (as the gateway's ring).
+  if (last && Date.parse(t) - Date.parse(last.t) < SAMPLE_MIN_S * 1000) {
+    for (const k of keys) last[k] = counts[k];
+    mark("depth");
+    return;
+  }
   S.samples.push({ t, pending: counts.pending, building: counts.building,
     completed: counts.completed, failed: counts.failed });
   if (S.samples.length > MAX_SAMPLES) S.samples.splice(0, S.samples.length - MAX_SAMPLES);
   mark("depth");
 }
 
-let queueRefetch = 0;
-let historyRefetch = 0;
+// Re-fetch a route soon, at most once per ``minMs`` (a steady event stream must not postpone
+// it forever, nor fetch 20,000 queued packages per event).
+const refetchTimer = {};
+const lastFetch = {};
+
+function refetch(route, minMs) {
+  if (refetchTimer[route]) return;
+  const wait = Math.max(300, minMs - (Date.now() - (lastFetch[route] || 0)));
+  refetchTimer[route] = setTimeout(() => {
+    refetchTimer[route] = 0;
+    fetchRoute(route).catch(() => {});
+  }, wait);
+}
 
 function onMessage(msg) {
   const d = msg.data || {};
   S.lastEvent = new Date();
+  S.messages += 1;
   switch (msg.type) {
     case "drone_status":
       upsertDrone(d);
@@ -450,11 +685,10 @@ function onMessage(msg) {
         // The fetched history may still list this build as running: it is not any more.
         S.builds = S.builds.filter((b) => !(b.result === null && b.package === d.package && b.drone === name));
         mark("history");
-        clearTimeout(historyRefetch);
-        historyRefetch = setTimeout(() => fetchRoute("build-history").catch(() => {}), 11000);
+        refetch("build-history", HISTORY_REFETCH_MS);
       } else {
         drone.build = { build_id: d.build_id, package: d.package, percent: d.percent || 0,
-          elapsed_s: d.elapsed_s || 0, estimate_s: d.estimate_s || 0, at: Date.now() };
+          elapsed_s: d.elapsed_s || 0, estimate_s: d.estimate_s || 0, at: Date.now(), live: true };
         drone.current_package = d.package;
         drone.status = "building";
       }
@@ -467,15 +701,22 @@ function onMessage(msg) {
       S.counts = d;
       addSample(msg.timestamp, d);
       mark("counts");
-      clearTimeout(queueRefetch);
-      queueRefetch = setTimeout(() => fetchRoute("queue").catch(() => {}), 1500);
+      refetch("queue", REFETCH_MS);
+      refetch("requests", REFETCH_MS);
       break;
-    case "build_complete":
-      S.requests.delete(d.request_id);
-      S.requests.set(d.request_id, d);
-      while (S.requests.size > 20) S.requests.delete(S.requests.keys().next().value);
+    case "build_complete": {
+      const c = { ...d, finished: msg.timestamp };
+      S.completed.delete(d.request_id);
+      S.completed.set(d.request_id, c);
+      while (S.completed.size > 50) S.completed.delete(S.completed.keys().next().value);
+      const old = S.requests.get(d.request_id);
+      if (old && old.state !== "complete" && typeof S.requestsOpen === "number") S.requestsOpen -= 1;
+      S.requests.set(d.request_id, completedRequest(old, c));
+      while (S.requests.size > 200) S.requests.delete(S.requests.keys().next().value);
       mark("requests");
+      refetch("requests", REFETCH_MS);
       break;
+    }
     default:
       break;
   }
@@ -493,10 +734,26 @@ const ROUTES = {
   queue: applyQueue,
   "build-history": applyHistory,
   "queue-history": (data) => { S.samples = data.samples || []; mark("depth"); },
+  requests: applyRequests,
 };
 
-async function fetchRoute(route) {
-  const resp = await fetch(url(`api/v1/services/public/${route}`), { cache: "no-store" });
+const inflight = {};
+
+function fetchRoute(route) {
+  // One fetch of a route at a time: a slow answer (20,000 queued packages) is not asked twice.
+  if (!inflight[route]) {
+    inflight[route] = fetchRouteNow(route).finally(() => { inflight[route] = null; });
+  }
+  return inflight[route];
+}
+
+// The queue's first rows only: 20,000 queued packages are 1.7 MB of JSON the page never shows.
+const QUERY = { queue: `?limit=${MAX_QUEUE_ROWS}` };
+
+async function fetchRouteNow(route) {
+  lastFetch[route] = Date.now();
+  const resp = await fetch(url(`api/v1/services/public/${route}${QUERY[route] || ""}`),
+    { cache: "no-store" });
   if (!resp.ok) return null; // 503 before any data: nothing to show yet
   const doc = await resp.json();
   if (doc && doc.data) {
@@ -588,14 +845,19 @@ function scheduleReconnect() {
 
 // Running builds' elapsed time and the charts' "now" move without events.
 function tick() {
-  for (const d of S.drones.values()) if (d.build) dirty.drones.add(d.name);
-  mark("header");
+  mark("progress", "header");
 }
 
 function start() {
   document.documentElement.classList.add("js");
   S.orchUp = $("orch-state") ? $("orch-state").textContent === "up" : null;
-  fetchAll();
+  // Take over the server's drone cards: kept as they are unless the data says otherwise.
+  for (const li of document.querySelectorAll("#drone-list li.drone")) S.els.set(li.dataset.name, li);
+  fetchAll().then(() => {
+    if (frame) { cancelAnimationFrame(frame); frame = 0; }
+    render();
+    performance.mark("cc-data");
+  });
   connect();
   pollHealth();
   setInterval(pollHealth, HEALTH_MS);

@@ -36,7 +36,7 @@ def sample_state() -> dict[str, Any]:
              "ip": "10.42.0.201", "mac": "aa:bb:cc:dd:ee:ff", "cores": 16, "arch": "amd64",
              "status": "building", "last_heartbeat": "2026-02-23T10:30:00Z", "load": 1.5,
              "current_builds": [{"build_id": "b-1", "cpv": "sys-libs/glibc-2.39",
-                                 "progress": 40.0}]},
+                                 "progress": 40.0, "started": "2026-02-23T10:25:00Z"}]},
             {"id": "d-2", "name": "drone-secretbox", "hostname": "secretbox.lan",
              "ip": "192.168.20.7", "mac": "00-11-22-33-44-55", "cores": 8, "arch": "amd64",
              "status": "ready", "current_builds": []},
@@ -44,12 +44,32 @@ def sample_state() -> dict[str, Any]:
         "queue": {
             "entries": [
                 {"id": "e-1", "cpv": "dev-libs/openssl-3.3.2", "state": "building",
-                 "drone": "d-1"},
-                {"id": "e-2", "cpv": "sys-libs/zlib-1.3.1", "state": "built"},
-                {"id": "e-3", "cpv": "app-misc/foo-1.0", "state": "pending"},
+                 "drone": "d-1", "build_id": "b-1", "estimate_s": 600.0, "priority": 900.0,
+                 "request_priority": 0, "requests": ["r-1"]},
+                {"id": "e-2", "cpv": "sys-libs/zlib-1.3.1", "state": "built",
+                 "requests": ["r-1"]},
+                {"id": "e-3", "cpv": "app-misc/foo-1.0", "state": "pending",
+                 "estimate_s": 300.0, "priority": 300.0, "request_priority": 0,
+                 "requests": ["r-1"]},
             ],
             "counts": {"pending": 1, "building": 1, "built": 1},
         },
+        "requests": [
+            {"id": "r-1", "state": "open", "created": "2026-02-23T10:00:00Z", "finished": None,
+             "packages": 3, "priority": 0, "entries": ["e-1", "e-2", "e-3"], "cycles": [],
+             "counts": {"pending": 1, "ready": 0, "assigned": 0, "building": 1, "built": 1,
+                        "failed": 0, "blocked": 0, "cancelled": 0, "skipped": 0},
+             "summary": {"request_id": "r-1", "packages": 3, "built": 1, "failed": 0,
+                         "blocked": 0, "cancelled": 0, "duration_s": 1800.0}},
+            {"id": "gw-0123456789abcdef0123456789abcdef", "state": "complete",
+             "created": "2026-02-23T09:00:00Z", "finished": "2026-02-23T09:30:00Z",
+             "packages": 2, "priority": 0, "entries": ["e-0"], "cycles": [],
+             "counts": {"pending": 0, "ready": 0, "assigned": 0, "building": 0, "built": 1,
+                        "failed": 1, "blocked": 0, "cancelled": 0, "skipped": 0},
+             "summary": {"request_id": "gw-0123456789abcdef0123456789abcdef", "packages": 2,
+                         "built": 1, "failed": 1, "blocked": 0, "cancelled": 0,
+                         "duration_s": 1800.0}},
+        ],
         "builds": [
             {"id": "b-1", "cpv": "sys-libs/glibc-2.39", "drone": "d-1",
              "drone_name": "drone-Izar-Host", "result": "success",
@@ -94,7 +114,15 @@ class FakeSwarmd:
             if path == "/api/drones":
                 return httpx.Response(200, json={"drones": self.state["drones"]})
             if path == "/api/queue":
-                return httpx.Response(200, json=self.state["queue"])
+                queue = self.state["queue"]
+                want = req.url.params.get("state")
+                if want:
+                    states = set(want.split(","))
+                    queue = {**queue, "entries": [e for e in queue["entries"]
+                                                  if e.get("state") in states]}
+                return httpx.Response(200, json=queue)
+            if path == "/api/requests":
+                return httpx.Response(200, json={"requests": self.state["requests"]})
             if path == "/api/builds":
                 return httpx.Response(200, json={"builds": self.state["builds"]})
             if path == "/api/config":

@@ -82,6 +82,12 @@ async def test_gantt_and_waiting_reasons(rig: Rig) -> None:
     assert "no drone for target 77aa0c1d" in body
     assert "77aa0c1d9e3b5f10" not in body
     assert "<strong>1</strong> waiting: no drone for target 77aa0c1d" in body
+    # The route says why over the whole queue, also when its list is cut (as the page asks).
+    resp = await rig.client.get("/api/v1/services/public/queue?limit=0")
+    doc = json.loads(await resp.get_data())
+    assert doc["data"]["packages"] == []
+    assert doc["data"]["queued"] == 3
+    assert doc["data"]["waiting"] == [{"reason": "no drone for target 77aa0c1d", "count": 1}]
 
 
 async def test_page_before_any_data_and_while_down(make_rig: Any) -> None:
@@ -197,3 +203,87 @@ def test_etag_matching() -> None:
     assert page.etag_matches("*", '"b"')
     assert not page.etag_matches(None, '"b"')
     assert not page.etag_matches('"c"', '"b"')
+
+
+async def test_requests_route_is_sanitized_with_an_estimate(rig: Rig) -> None:
+    resp = await rig.client.get("/api/v1/services/public/requests")
+    assert resp.status_code == 200
+    doc = json.loads(await resp.get_data())
+    from tests.test_openapi import ApiSchema
+
+    ApiSchema("openapi-gateway.yaml").validate(
+        "GET", "/api/v1/services/public/requests", 200, doc)
+    data = doc["data"]
+    assert data["open"] == 1
+    assert data["drones_available"] == 2
+    first, done = data["requests"]
+    # Open first. Work left: openssl 600 s x (1 - 40 %) + foo 300 s = 660 s on 8 cores, over
+    # 16 + 8 cores = 3 eight-core drones: 220 s; the critical path (900 s on 8 cores) on the
+    # 16-core drone takes 450 s, which wins.
+    assert {k: first[k] for k in ("request_id", "state", "packages", "built", "remaining",
+                                  "estimate_s", "waiting")} == {
+        "request_id": "r-1", "state": "open", "packages": 3, "built": 1, "remaining": 2,
+        "estimate_s": 450, "waiting": None}
+    assert first["estimated_finish"] is not None
+    # A minted gw-<hex> id would be redacted: it gets a stable alias instead.
+    assert done["state"] == "complete"
+    assert done["request_id"].startswith("req-")
+    assert "0123456789abcdef" not in json.dumps(doc)
+    assert (done["built"], done["failed"], done["finished"]) == (1, 1, "2026-02-23T09:30:00Z")
+    # The socket names the request the same way.
+    msg = rig.gw.sanitizer.public_event({"type": "build_complete", "timestamp":
+                                         "2026-02-23T09:30:00Z", "data": {
+                                             "request_id": "gw-0123456789abcdef0123456789abcdef",
+                                             "packages": 2, "built": 1, "failed": 1}})
+    assert msg is not None
+    assert msg["data"]["request_id"] == done["request_id"]
+
+
+def test_request_estimate_without_a_drone_for_the_target(rig: Rig) -> None:
+    tid = "77aa0c1d9e3b5f10"
+    requests = {"requests": [{"id": "arm", "state": "open", "packages": 1, "priority": 0,
+                              "entries": ["e-1"], "counts": {"pending": 1}, "summary": {},
+                              "created": "2026-02-23T10:00:00Z", "finished": None}]}
+    queue = {"entries": [{"id": "e-1", "state": "pending", "estimate_s": 60, "target_id": tid}]}
+    drones = {"drones": [{"name": "x", "cores": 8, "status": "ready", "target_id": "ffff0000"}]}
+    now = datetime(2026, 2, 23, 10, 0, tzinfo=UTC)
+    data = rig.gw.sanitizer.requests(requests, queue, drones, now=now)
+    (r,) = data["requests"]
+    assert (r["estimate_s"], r["estimated_finish"]) == (None, None)
+    assert r["waiting"] == "no drone for target 77aa0c1d"
+    # With a drone of that target: 60 s of work on 8 cores.
+    drones["drones"].append({"name": "y", "cores": 8, "status": "building", "target_id": tid})
+    (r,) = rig.gw.sanitizer.requests(requests, queue, drones, now=now)["requests"]
+    assert (r["estimate_s"], r["estimated_finish"]) == (60, "2026-02-23T10:01:00Z")
+
+
+async def test_page_shows_requests_and_build_progress(rig: Rig) -> None:
+    _, _, body = await get_page(rig)
+    # Requests in the first paint: done/total with a bar, failures, the estimate.
+    assert '<section id="requests" class="card wide">' in body
+    assert 'data-id="r-1"' in body
+    assert '<progress max="3" value="1" aria-label="request r-1 done">1/3</progress>' in body
+    assert "1/3 done \u00b7 1 built \u00b7 0 failed \u00b7 0 blocked \u00b7 finish ~" in body
+    assert "1 open" in body
+    assert "1 built \u00b7 1 failed" in body
+    assert "finished 09:30:00 UTC" in body
+    # The building drone has a progress bar from the public progress and start time.
+    assert ('<progress max="100" value="40" aria-label="sys-libs/glibc-2.39 progress">40%'
+            "</progress>") in body
+    assert re.search(r'<p class="eta">40% \u00b7 [0-9hm ]+ of ~[0-9hm ]+</p>', body)
+    low = body.lower()
+    for canary in (*CANARIES, "0123456789abcdef"):
+        assert canary not in low, canary
+
+
+def test_page_caps_the_timeline_rows() -> None:
+    now = datetime(2026, 2, 23, 12, 0, tzinfo=UTC)
+    builds = [{"package": f"a/p{i}-1", "drone": f"drone-{i:03d}", "result": "success",
+               "started": f"2026-02-23T11:{i % 60:02d}:00Z",
+               "finished": f"2026-02-23T11:{i % 60:02d}:30Z", "duration_s": 30}
+              for i in range(60)]
+    html = page._render_gantt({"builds": builds}, now)
+    assert html.count('class="gantt-row"') == page.MAX_GANTT_ROWS
+    assert "and 20 more drones" in html
+    assert 'data-drone="drone-059"' in html  # the latest are shown
+    assert 'data-drone="drone-000"' not in html

@@ -26,7 +26,8 @@ async def test_build_swarm_is_sanitized_and_in_the_envelope(rig: Rig) -> None:
     assert data["orchestrator_status"] == "up"
     assert data["queue"] == {"pending": 3, "building": 2, "completed": 5, "failed": 2}
     assert data["drones"][0] == {"name": "drone-Izar", "cores": 16, "status": "building",
-                                 "current_package": "sys-libs/glibc-2.39", "target": None}
+                                 "current_package": "sys-libs/glibc-2.39", "target": None,
+                                 "progress": 40.0, "started": "2026-02-23T10:25:00Z"}
     assert data["drones"][1]["name"] == "drone-Vega"
     body = json.dumps(doc).lower()
     for secret in ("izar-host", "secretbox", "10.42.0.201", "192.168.20.7", "aa:bb", "00-11"):
@@ -51,6 +52,14 @@ async def test_other_public_routes(rig: Rig) -> None:
         {"package": "dev-libs/openssl-3.3.2", "state": "building", "position": 1},
         {"package": "app-misc/foo-1.0", "state": "pending", "position": 2},
     ]
+    assert doc["data"]["waiting"] == []
+    # ?limit= cuts the list only (the status page asks for its 50 rows).
+    status, doc = await get_json(rig.client, "/api/v1/services/public/queue?limit=1")
+    assert status == 200
+    assert [p["position"] for p in doc["data"]["packages"]] == [1]
+    assert doc["data"]["queued"] == 2
+    status, doc = await get_json(rig.client, "/api/v1/services/public/queue?limit=x")
+    assert status == 400
     status, doc = await get_json(rig.client, "/api/v1/services/public/nope")
     assert status == 404
     assert doc["error"]["code"] == "not_found"
