@@ -16,11 +16,12 @@ for a package before swarmd has checked its size and sha256 and moved it into it
 
 from __future__ import annotations
 
-import hashlib
 import re
 from pathlib import Path
 
 from portage.versions import catpkgsplit
+
+from swarmlib.files import sha256_file
 
 SUFFIXES = (".gpkg.tar", ".tbz2", ".xpak")
 _SAFE = re.compile(r"[^A-Za-z0-9._+-]")
@@ -87,12 +88,4 @@ def binhost_relpath(cpv: str, artifact: Path, *, build_id: str) -> str:
     return f"{cat}/{pn}/{artifact.name}.{bid}.upload"
 
 
-def digest(path: Path) -> tuple[int, str]:
-    """(size, sha256 hex) of a file. Blocking: run it in a thread."""
-    h = hashlib.sha256()
-    size = 0
-    with path.open("rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-            size += len(chunk)
-    return size, h.hexdigest()
+digest = sha256_file  # (size, sha256 hex) of a file; blocking: run it in a thread

@@ -833,14 +833,22 @@ class State:
             notices.append(self._queue_notice())
         return Outcome(result={"drone_id": did, "session": d.session}, notices=notices)
 
-    def _on_drone_target(self, ev: dict[str, Any]) -> Outcome:
-        """A drone's build environment changed (a repository sync, a new profile)."""
-        ts = float(ev["ts"])
+    def _drone_of(self, ev: dict[str, Any]) -> Drone | Outcome:
+        """The event's drone, or the refusal: unknown drone, or a session that is not its
+        current one (an event without ``session`` applies to any)."""
         d = self.drones.get(str(ev["drone_id"]))
         if d is None:
             return refuse("not_found", f"no drone {ev['drone_id']!r}")
         if ev.get("session") is not None and ev["session"] != d.session:
             return refuse("session_superseded", "drone has a newer session")
+        return d
+
+    def _on_drone_target(self, ev: dict[str, Any]) -> Outcome:
+        """A drone's build environment changed (a repository sync, a new profile)."""
+        ts = float(ev["ts"])
+        d = self._drone_of(ev)
+        if isinstance(d, Outcome):
+            return d
         d.target = ev.get("target")
         d.target_id = str(ev.get("target_id") or "")
         notices = [self._drone_notice(d, ts)]
@@ -849,11 +857,9 @@ class State:
 
     def _on_drone_offline(self, ev: dict[str, Any]) -> Outcome:
         ts = float(ev["ts"])
-        d = self.drones.get(str(ev["drone_id"]))
-        if d is None:
-            return refuse("not_found", f"no drone {ev['drone_id']!r}")
-        if ev.get("session") is not None and ev["session"] != d.session:
-            return refuse("session_superseded", "drone has a newer session")
+        d = self._drone_of(ev)
+        if isinstance(d, Outcome):
+            return d
         if not d.online:
             return Outcome(result={"drone_id": d.id, "status": "offline"})
         notices: list[dict[str, Any]] = []
