@@ -22,6 +22,7 @@ from typing import Any
 import trio
 
 from bench.common import REPO, pct
+from swarmd import journal_events as je
 from swarmd.config import SwarmdConfig
 from swarmd.service import Orchestrator
 
@@ -39,7 +40,8 @@ async def _measure(state_dir: Path, writers: int, seconds: float) -> dict[str, A
             n = 0
             while time.perf_counter() < until:
                 t0 = time.perf_counter()
-                await orch.commit({"type": "history", "packages": {f"w{i}/p{n % 50}": 1.0}})
+                await orch.commit(je.History(ts=orch.wall(),
+                                             packages={f"w{i}/p{n % 50}": 1.0}))
                 lat.append(time.perf_counter() - t0)
                 n += 1
 

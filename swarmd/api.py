@@ -19,6 +19,7 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from swarmd import droneproto, submission
+from swarmd import journal_events as je
 from swarmd.metrics import Metrics
 from swarmd.service import Orchestrator
 from swarmd.state import ENTRY_STATES, FINAL, Build, Drone, Entry
@@ -272,16 +273,11 @@ def create_app(orch: Orchestrator, metrics: Metrics | None = None) -> QuartTrio:
                          f"content type {ctype!r}: send text/plain emerge output or application/json")
         if rid is None:
             rid = "r-" + secrets.token_hex(8)
-        event: dict[str, Any] = {
-            "type": "submit", "request_id": rid, "packages": sub.packages, "deps": sub.deps,
-            "cycles": sub.cycles, "priority": priority,
-        }
-        use = getattr(sub, "use", None)
-        if use:
-            event["use"] = {cpv: list(flags) for cpv, flags in use.items()}
-        if target is not None:
-            event["target"] = target
-            event["target_id"] = target_id(target)
+        event = je.Submit(
+            ts=orch.wall(), request_id=rid, packages=sub.packages, deps=sub.deps,
+            cycles=sub.cycles, priority=priority,
+            use={cpv: list(flags) for cpv, flags in sub.use.items()} if sub.use else None,
+            target=target, target_id=target_id(target) if target is not None else "")
         out = await orch.commit(event)
         rec = _record(out.result)
         status_code = 200 if rec.get("duplicate") else 202
@@ -304,7 +300,7 @@ def create_app(orch: Orchestrator, metrics: Metrics | None = None) -> QuartTrio:
         e = st.entries.get(ident)
         if e is not None and e.state in FINAL:
             return error(409, "conflict", f"entry {ident} is already {e.state}")
-        out = await orch.commit({"type": "cancel", "target": ident})
+        out = await orch.commit(je.Cancel(ts=orch.wall(), target=ident))
         if not out.ok:
             return error(409 if out.code == "conflict" else 404, out.code, out.message)
         orch.poke()
@@ -353,7 +349,7 @@ def create_app(orch: Orchestrator, metrics: Metrics | None = None) -> QuartTrio:
     async def drone_restart(did: str) -> Response:
         if did not in orch.state.drones:
             did = orch.state.drone_by_name.get(did, did)
-        orch.queue_restart(did)
+        await orch.queue_restart(did)
         log.info("restart queued for drone %s", did, extra={"ids": {"drone": did}})
         return _json({"drone_id": did, "command": "restart"}, 202)
 
@@ -428,7 +424,8 @@ def create_app(orch: Orchestrator, metrics: Metrics | None = None) -> QuartTrio:
                 raise BadRequest(f"body.packages: {k!r} is not a 'category/name'")
             if isinstance(v, bool) or not isinstance(v, int | float) or not (0 < v < 10 * 86400):
                 raise BadRequest(f"body.packages[{k!r}]: expected seconds between 0 and 864000")
-        out = await orch.commit({"type": "history", "packages": pk})
+        out = await orch.commit(je.History(ts=orch.wall(),
+                                           packages={k: float(v) for k, v in pk.items()}))
         return _json(out.result)
 
     @app.get("/metrics")

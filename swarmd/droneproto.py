@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
+from swarmd import journal_events as je
 from swarmlib.auth import bearer_ok
 from swarmlib.errors import BadRequest, SwarmError
 from swarmlib.macaddr import normalize_mac
@@ -103,21 +104,20 @@ async def register(orch: Orchestrator, doc: dict[str, Any]) -> dict[str, Any]:
     name = string(doc, "name", maxlen=128)
     if not name.strip():
         raise BadRequest("body.name: must not be empty")
-    body = {
-        "name": name.strip(),
-        "hostname": string(doc, "hostname", default=""),
-        "ip": string(doc, "ip", default=""),
-        "mac": normalize_mac(string(doc, "mac", default="")),
-        "cores": num(doc, "cores", minimum=1, maximum=4096, integer=True),
-        "arch": string(doc, "arch", default=""),
-        "chost": string(doc, "chost", default=""),
-        "version": string(doc, "version", default=""),
-        "slots": num(doc, "slots", minimum=1, maximum=256, integer=True, default=1),
-    }
     target = _target(doc)
-    if target is not None:
-        body["target"] = target
-        body["target_id"] = target_id(target)
+    body = je.Register(
+        ts=orch.wall(), session="",  # both minted by Orchestrator.register
+        name=name.strip(),
+        hostname=string(doc, "hostname", default=""),
+        ip=string(doc, "ip", default=""),
+        mac=normalize_mac(string(doc, "mac", default="")),
+        cores=num(doc, "cores", minimum=1, maximum=4096, integer=True),
+        arch=string(doc, "arch", default=""),
+        chost=string(doc, "chost", default=""),
+        version=string(doc, "version", default=""),
+        slots=num(doc, "slots", minimum=1, maximum=256, integer=True, default=1),
+        target=target, target_id=target_id(target) if target is not None else "",
+    )
     return await orch.register(body)
 
 
@@ -206,14 +206,11 @@ async def complete(orch: Orchestrator, bid: str, doc: dict[str, Any],
     b = orch.state.builds.get(bid)
     if atom is not None and b is not None and atom not in (b.cpv, "=" + b.cpv):
         raise BadRequest(f"body.atom: {atom!r} is not the leased package {b.cpv}")
-    body: dict[str, Any] = {"lease": lease_, "result": result,
-                            "duration_s": float(duration), "artifact": artifact,
-                            "error": (err or "")[:4000] or None}
-    if unbuildable:
-        body["unbuildable"] = True
-        if needs:
-            body["needs"] = [n.lstrip("=") for n in needs]
-    out = await orch.complete(bid, body)
+    report = je.Complete(
+        ts=orch.wall(), build_id=bid, lease=lease_, result=je.Report(result),
+        duration_s=float(duration), artifact=artifact, error=(err or "")[:4000] or None,
+        unbuildable=unbuildable, needs=[n.lstrip("=") for n in needs] if unbuildable else [])
+    out = await orch.complete(report)
     if result != "returned" and metrics is not None:
         metrics.build_seconds.labels(result).observe(float(duration))
     return out

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from swarmd import journal_events as je
+
 if TYPE_CHECKING:
     from swarmd.service import Orchestrator
 
@@ -87,10 +89,9 @@ class Supervisor:
             name = d.name if d else drone_id
             log.warning("drone %s offline: no heartbeat for %.0f s; its builds go back to the "
                         "queue", name, trio.current_time() - last, extra={"ids": {"drone": drone_id}})
-            out = await self.orch.commit({
-                "type": "drone_offline", "drone_id": drone_id, "session": w.session,
-                "why": f"drone offline: no heartbeat for {self.offline_after:.0f} s",
-            })
+            out = await self.orch.commit(je.DroneOffline(
+                ts=self.orch.wall(), drone_id=drone_id, session=w.session,
+                why=f"drone offline: no heartbeat for {self.offline_after:.0f} s"))
             soft = self.orch.soft.get(drone_id)
             if soft is not None:
                 soft.late = False

@@ -9,7 +9,8 @@ Layout of the state directory::
     logs/                                build logs (not journaled)
 
 A record is ``MAGIC(2) | length u32 | crc32(payload) u32 | payload`` where payload is the JSON
-event, which carries its own ``seq`` (consecutive across segments).
+event, which carries its own ``seq`` (consecutive across segments) and its version ``v``
+(``swarmd.journal_events`` says what a record holds and how version 1 records are read).
 
 Recovery rules:
 - A record that is incomplete or fails its checksum, with no valid record after it in the newest
@@ -17,6 +18,9 @@ Recovery rules:
   and logged.
 - A damaged record followed by valid ones, or damage in an older segment, or a gap in the
   sequence, is corruption: start-up refuses with the file and offset (``JournalCorrupt``).
+- A complete record that is not a valid event (``load(decode=...)``: a missing, mistyped or
+  unknown field, an unknown type) is corruption too: ``JournalRecordInvalid`` names the file,
+  offset, sequence number and field, and nothing is changed (no tail is cut).
 - Records at or below the snapshot's ``seq`` are skipped (a crash between writing the snapshot
   and deleting old segments leaves them behind).
 """
@@ -37,7 +41,8 @@ from typing import Any
 
 import attrs
 
-from swarmlib.errors import JournalCorrupt, JournalWriteFailed
+from swarmd import journal_events as je
+from swarmlib.errors import JournalCorrupt, JournalRecordInvalid, JournalWriteFailed
 
 log = logging.getLogger("swarmd.journal")
 
@@ -52,7 +57,13 @@ def frame(payload: bytes) -> bytes:
 
 
 def encode(event: dict[str, Any]) -> bytes:
+    """The frame of a raw record (a dict that already holds ``seq``)."""
     return frame(json.dumps(event, separators=(",", ":"), sort_keys=True).encode())
+
+
+def encode_event(event: je.Event, seq: int) -> bytes:
+    """The frame of ``event`` journaled as ``seq`` (a version 2 record)."""
+    return frame(je.encode(event, seq))
 
 
 def _segment_name(first_seq: int) -> str:
@@ -120,14 +131,20 @@ def scan_segment(path: Path) -> tuple[list[tuple[int, bytes]], Damage | None]:
 @attrs.define
 class Loaded:
     snapshot: dict[str, Any] | None
-    events: list[dict[str, Any]]
+    events: list[Any]  # the records as dicts, or what ``decode`` made of them
     last_seq: int
     torn: Damage | None
     records: int
+    seqs: list[int] = attrs.field(factory=list)  # the sequence number of each of ``events``
 
 
-def load(state_dir: Path, *, repair_torn_tail: bool = True) -> Loaded:
+def load(state_dir: Path, *, repair_torn_tail: bool = True,
+         decode: Callable[[Any], Any] | None = None) -> Loaded:
     """Read the snapshot and every journaled event after it, checking as ``check`` does.
+
+    ``decode`` (``journal_events.decode``) turns each record into its event; a record it
+    refuses raises JournalRecordInvalid before anything is changed (a torn tail is cut only
+    once every record before it decoded).
 
     Raises JournalCorrupt for damage that is not a torn tail of the newest segment.
     """
@@ -142,8 +159,10 @@ def load(state_dir: Path, *, repair_torn_tail: bool = True) -> Loaded:
             raise JournalCorrupt(str(sp), 0, "snapshot has no 'seq'")
     base = int(snap["seq"]) if snap else 0
     segs = segments(state_dir)
-    events: list[dict[str, Any]] = []
+    events: list[Any] = []
+    seqs: list[int] = []
     last = base
+    todo: list[tuple[Path, Damage]] = []
     torn: Damage | None = None
     records = 0
     for i, seg in enumerate(segs):
@@ -161,21 +180,30 @@ def load(state_dir: Path, *, repair_torn_tail: bool = True) -> Loaded:
                 continue
             if seq != last + 1:
                 raise JournalCorrupt(str(seg), off, f"sequence gap: expected {last + 1}, found {seq}")
+            if decode is not None:
+                try:
+                    ev = decode(ev)
+                except je.BadRecord as exc:
+                    raise JournalRecordInvalid(str(seg), off, seq, exc.field, exc.why) from None
             events.append(ev)
+            seqs.append(seq)
             last = seq
         if damage is not None:
             torn = damage
             if repair_torn_tail:
-                size = seg.stat().st_size
-                log.warning(
-                    "journal %s: torn last record at offset %d (%s): cut off %d bytes that were "
-                    "never acknowledged", seg, damage.offset, damage.why, size - damage.offset,
-                )
-                with seg.open("r+b") as fh:
-                    fh.truncate(damage.offset)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-    return Loaded(snapshot=snap, events=events, last_seq=last, torn=torn, records=records)
+                todo.append((seg, damage))
+    for seg, damage in todo:
+        size = seg.stat().st_size
+        log.warning(
+            "journal %s: torn last record at offset %d (%s): cut off %d bytes that were "
+            "never acknowledged", seg, damage.offset, damage.why, size - damage.offset,
+        )
+        with seg.open("r+b") as fh:
+            fh.truncate(damage.offset)
+            fh.flush()
+            os.fsync(fh.fileno())
+    return Loaded(snapshot=snap, events=events, last_seq=last, torn=torn, records=records,
+                  seqs=seqs)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -415,7 +443,7 @@ def check(state_dir: Path) -> tuple[bool, list[str]]:
     ok = not any(line.startswith("DAMAGED") for line in lines)
     if ok:
         try:
-            load(state_dir, repair_torn_tail=False)
+            load(state_dir, repair_torn_tail=False, decode=je.decode)
         except JournalCorrupt as exc:
             lines.append(f"DAMAGED {exc}")
             ok = False

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from swarmd import journal_events as je
 from swarmd.binhost import Binhost, Collision, PublishError
 
 if TYPE_CHECKING:
@@ -133,8 +134,8 @@ class Publisher:
                 log.error("%s (%s) was published but its file is %s: it no longer counts as "
                           "built; the next submission that asks for it builds it again",
                           path, p.cpv, how)
-                await self.orch.commit({"type": "unpublished", "key": keys[id(p)],
-                                        "why": f"file {how}"})
+                await self.orch.commit(je.Unpublished(ts=self.orch.wall(), key=keys[id(p)],
+                                                      why=f"file {how}"))
         counts["foreign"] = sum(1 for path in indexed if path not in ours)
         log.info("binhost index checked against the journal in %.2f s: %d published, %d put "
                  "back, %d missing, %d changed, %d not published by swarmd",
@@ -184,11 +185,10 @@ class Publisher:
             self.durations = [*self.durations[-999:], took]
             self.published += 1
             self.last_publish_s = round(took, 3)
-            await self.orch.commit({
-                "type": "published", "build_id": bid, "path": pub.path, "size": pub.size,
-                "sha256": pub.sha256, "portage_build_id": pub.build_id,
-                "upload": str(art.get("path", "")),
-            })
+            await self.orch.commit(je.Published(
+                ts=self.orch.wall(), build_id=bid, path=pub.path, size=pub.size,
+                sha256=pub.sha256, portage_build_id=pub.build_id,
+                upload=str(art.get("path", ""))))
             log.info("published %s as %s (%.2f s)", b.cpv, pub.path, took,
                      extra={"ids": {"build": bid}})
             return
@@ -201,10 +201,8 @@ class Publisher:
                     extra={"ids": {"build": bid}})
         b = self.orch.state.builds.get(bid)
         upload = str((b.artifact or {}).get("path", "")) if b is not None else ""
-        ev: dict[str, Any] = {"type": "publish_failed", "build_id": bid, "error": error}
-        if collision:
-            ev["collision"] = True
-        await self.orch.commit(ev)
+        await self.orch.commit(je.PublishFailed(ts=self.orch.wall(), build_id=bid, error=error,
+                                                collision=collision))
         # The upload will never be published: the next attempt uploads its own file.
         if upload:
             await trio.to_thread.run_sync(self.binhost.discard_upload, upload)

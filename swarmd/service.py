@@ -22,6 +22,7 @@ import attrs
 import trio
 
 from swarmd import journal as jr
+from swarmd import journal_events as je
 from swarmd import scheduler
 from swarmd.config import SwarmdConfig
 from swarmd.events import EventHub
@@ -33,14 +34,15 @@ from swarmlib.target import target_id
 log = logging.getLogger("swarmd")
 
 MAX_BATCH = 4096
-WAKING = frozenset({"submit", "complete", "cancel", "drone_offline", "history", "published",
-                    "publish_failed", "drone_target"})
+WAKING: frozenset[type[je.Event]] = frozenset({
+    je.Submit, je.Complete, je.Cancel, je.DroneOffline, je.History, je.Published,
+    je.PublishFailed, je.DroneTarget})
 LOG_LIMIT = 32 * 1024 * 1024  # bytes of build log kept per build
 
 
 @attrs.define
 class _Pending:
-    event: dict[str, Any]
+    event: je.Event
     done: trio.Event = attrs.field(factory=trio.Event)
     outcome: Outcome | None = None
 
@@ -55,7 +57,6 @@ class DroneSoft:
     reported: str = "ready"
     late: bool = False
     progress: dict[str, float] = attrs.field(factory=dict)
-    commands: list[dict[str, Any]] = attrs.field(factory=list)
     polling: int = 0  # lease long-polls in progress
     last_poll: float = -1e9  # trio clock of the last lease call
 
@@ -65,10 +66,11 @@ def replay(state_dir: Path, policy: Policy) -> tuple[State, jr.Loaded]:
     was_enabled = gc.isenabled()
     gc.disable()  # what is built here is the live state: collecting it could only cost time
     try:
-        loaded = jr.load(state_dir)
+        loaded = jr.load(state_dir, decode=je.decode)
         state = State.from_snapshot(loaded.snapshot, policy) if loaded.snapshot else State(policy)
-        for ev in loaded.events:
-            state.apply(ev)
+        apply = state.apply
+        for seq, ev in zip(loaded.seqs, loaded.events, strict=True):
+            apply(ev, seq)
         state.seq = loaded.last_seq
     finally:
         if was_enabled:
@@ -144,8 +146,8 @@ class Orchestrator:
                 for bid in sorted(b.id for b in self.state.builds.values()
                                   if b.state == "publishing"):
                     # Left by a run that had a binhost: nobody will publish them now.
-                    await self.commit({"type": "publish_failed", "build_id": bid,
-                                       "error": "binhost_dir is no longer set"})
+                    await self.commit(je.PublishFailed(
+                        ts=self.wall(), build_id=bid, error="binhost_dir is no longer set"))
             self.heartbeats = Supervisor(self)
             await nursery.start(self.heartbeats.run)
             # After a restart every online drone gets one full offline window to beat again.
@@ -172,20 +174,20 @@ class Orchestrator:
                 except trio.WouldBlock:
                     break
             t0 = time.perf_counter()
-            await self._append([p.event for p in batch])
+            seqs = await self._append([p.event for p in batch])
             if self.on_batch is not None:
                 self.on_batch(len(batch), time.perf_counter() - t0)
             changed = False
-            for p in batch:
-                out = self.state.apply(p.event)
+            for p, seq in zip(batch, seqs, strict=True):
+                out = self.state.apply(p.event, seq)
                 p.outcome = out
                 for notice in out.notices:
-                    self.hub.publish(notice, p.event.get("ts"))
+                    self.hub.publish(notice, p.event.ts)
                 # Only these can make work available to a waiting drone; an assignment or a
                 # registration without returned builds cannot, and waking every long-poll for
                 # them costs a fleet-sized scan each.
-                if out.ok and (p.event["type"] in WAKING or (
-                        p.event["type"] == "register" and len(out.notices) > 1)):
+                if out.ok and (type(p.event) in WAKING or (
+                        isinstance(p.event, je.Register) and len(out.notices) > 1)):
                     changed = True
                 p.done.set()
             if changed:
@@ -197,23 +199,26 @@ class Orchestrator:
                 await self._compact(background)
                 self._since_compact = 0
 
-    async def _append(self, events: list[dict[str, Any]]) -> None:
-        """Number, frame, write and fsync ``events`` (only the writer task calls this).
+    async def _append(self, events: list[je.Event]) -> list[int]:
+        """Number, frame, write and fsync ``events`` (only the writer task calls this); their
+        sequence numbers.
 
         Raises JournalWriteFailed: fatal, nothing of the batch may be acknowledged.
         """
         assert self.journal is not None
         seq = self.state.seq
         frames = []
+        seqs = []
         for ev in events:
             seq += 1
-            ev["seq"] = seq
-            frames.append(jr.encode(ev))
+            seqs.append(seq)
+            frames.append(jr.encode_event(ev, seq))
         if getattr(self.journal, "in_memory", False):
             self.journal.append_batch(frames)  # a test's fake journal: no thread, no real time
             await trio.lowlevel.checkpoint()
         else:
             await trio.to_thread.run_sync(self.journal.append_batch, frames)
+        return seqs
 
     async def _compact(self, background: trio.Nursery) -> None:
         """Prune, snapshot, and drop the segments the snapshot covers.
@@ -231,9 +236,10 @@ class Orchestrator:
         assert self.journal is not None
         t0 = time.perf_counter()
         # Forget old finished history first, so the snapshot holds the live state only.
-        prune = {"type": "prune", "ts": self.wall(), "before": self.wall() - self.cfg.retention_s}
-        await self._append([prune])
-        self.state.apply(prune)
+        now = self.wall()
+        prune = je.Prune(ts=now, before=now - self.cfg.retention_s)
+        [seq] = await self._append([prune])
+        self.state.apply(prune, seq)
         if getattr(self.journal, "in_memory", False):
             self.journal.compact(self.state.to_snapshot())
             return
@@ -266,13 +272,12 @@ class Orchestrator:
 
         background.start_soon(reap)
 
-    async def commit(self, event: dict[str, Any]) -> Outcome:
+    async def commit(self, event: je.Event) -> Outcome:
         """Journal ``event`` (fsync), apply it, return the outcome. Checkpoint.
 
         If the caller is cancelled after the event was handed to the writer, the event is still
         journaled and applied: it just is not answered.
         """
-        event.setdefault("ts", self.wall())
         p = _Pending(event)
         await self._send.send(p)
         await p.done.wait()
@@ -361,14 +366,16 @@ class Orchestrator:
         self.poke()
 
     # ------------------------------------------------------------------ drone protocol
-    async def register(self, body: dict[str, Any]) -> dict[str, Any]:
+    async def register(self, body: je.Register) -> dict[str, Any]:
+        """Register a drone: ``body`` as the agent sent it; its ``session`` and ``ts`` are
+        minted here."""
         session = secrets.token_urlsafe(18)
-        out = await self.commit({"type": "register", "session": session, **body})
+        out = await self.commit(attrs.evolve(body, session=session, ts=self.wall()))
         did = out.result["drone_id"]
         self.soft.pop(did, None)
         self.touch(did)
         self.heartbeats.watch(did, session)
-        log.info("drone %s registered (%s cores) as %s", body["name"], body.get("cores"), did,
+        log.info("drone %s registered (%s cores) as %s", body.name, body.cores, did,
                  extra={"ids": {"drone": did}})
         return {"drone_id": did, "session": session,
                 "heartbeat_interval_s": self.cfg.heartbeat_interval_s}
@@ -382,8 +389,8 @@ class Orchestrator:
             if tid != d.target_id:
                 log.info("drone %s: target changed from %s to %s", d.name,
                          d.target_id or "none", tid, extra={"ids": {"drone": d.id}})
-                await self.commit({"type": "drone_target", "drone_id": drone_id,
-                                   "session": session, "target": target, "target_id": tid})
+                await self.commit(je.DroneTarget(ts=self.wall(), drone_id=drone_id,
+                                                 session=session, target=target, target_id=tid))
         s = self.touch(drone_id)
         s.load = load
         s.reported = status
@@ -400,7 +407,7 @@ class Orchestrator:
                 continue
             b = self.state.builds[bid]
             if b.state == "assigned":
-                await self.commit({"type": "started", "build_id": bid, "lease": lease})
+                await self.commit(je.Started(ts=self.wall(), build_id=bid, lease=lease))
             pct = item.get("progress")
             e = self.state.entries[b.entry_id]
             est = scheduler.duration_on(e, d.cores)
@@ -423,11 +430,17 @@ class Orchestrator:
             if bid not in reported and self.wall() - b.started > grace:
                 log.warning("drone %s does not hold build %s of %s: returning it to the queue",
                             d.name, bid, b.cpv, extra={"ids": {"build": bid, "drone": d.id}})
-                await self.commit({"type": "complete", "build_id": bid, "lease": b.lease,
-                                   "result": "returned", "duration_s": 0.0,
-                                   "error": "the drone does not hold this build"})
+                await self.commit(je.Complete(
+                    ts=self.wall(), build_id=bid, lease=b.lease, result=je.Report.RETURNED,
+                    error="the drone does not hold this build"))
                 revoked.append(b.lease)
-        commands, s.commands = s.commands, []
+        commands: list[dict[str, Any]] = []
+        if d.commands:
+            # Journaled before the reply carries them: a restart is delivered once.
+            out = await self.commit(je.RestartDelivered(ts=self.wall(), drone_id=drone_id,
+                                                        session=session))
+            if out.ok:
+                commands = out.result["commands"]
         return {"commands": commands, "revoked": sorted(set(revoked))}
 
     async def lease(self, drone_id: str, session: str, wait_s: float) -> dict[str, Any] | None:
@@ -452,10 +465,9 @@ class Orchestrator:
                 # Until the assignment is applied, other decisions pass this entry over.
                 self._claimed.add(e.id)
                 try:
-                    out = await self.commit({
-                        "type": "assign", "entry_id": e.id, "drone_id": d.id,
-                        "session": session, "lease": secrets.token_urlsafe(24),
-                    })
+                    out = await self.commit(je.Assign(
+                        ts=self.wall(), entry_id=e.id, drone_id=d.id, session=session,
+                        lease=secrets.token_urlsafe(24)))
                 finally:
                     self._claimed.discard(e.id)
                 if out.ok:
@@ -484,7 +496,7 @@ class Orchestrator:
         self.check_lease(build_id, lease)
         b = self.state.builds[build_id]
         if b.state == "assigned":
-            await self.commit({"type": "started", "build_id": build_id, "lease": lease})
+            await self.commit(je.Started(ts=self.wall(), build_id=build_id, lease=lease))
         path = self.state_dir / "logs" / f"{build_id}.log"
 
         def _append() -> int:
@@ -510,17 +522,16 @@ class Orchestrator:
             data = b"\n".join(lines)
         return data.decode("utf-8", "replace")
 
-    async def complete(self, build_id: str, body: dict[str, Any]) -> dict[str, Any]:
-        self.check_lease(build_id, body["lease"])
+    async def complete(self, report: je.Complete) -> dict[str, Any]:
+        """A drone's report of its build (``report.ts`` is stamped here)."""
+        build_id = report.build_id
+        self.check_lease(build_id, report.lease)
         b = self.state.builds[build_id]
         e = self.state.entries[b.entry_id]
         if e.state not in ACTIVE:
             raise Conflict(f"entry {e.id} is {e.state}")
-        event = {"type": "complete", "build_id": build_id, **body}
-        publish = self.publisher is not None and body["result"] == "success"
-        if publish:
-            event["publish"] = True
-        out = await self.commit(event)
+        publish = self.publisher is not None and report.result == je.Report.SUCCESS
+        out = await self.commit(attrs.evolve(report, ts=self.wall(), publish=publish))
         if not out.ok:
             raise StaleLease(build_id, out.message)
         if publish and self.publisher is not None:
@@ -528,12 +539,16 @@ class Orchestrator:
         soft = self.soft.get(b.drone_id)
         if soft is not None:
             soft.progress.pop(build_id, None)
-        log.info("build %s of %s on %s: %s", build_id, b.cpv, b.drone_name, body["result"],
+        log.info("build %s of %s on %s: %s", build_id, b.cpv, b.drone_name, report.result,
                  extra={"ids": {"build": build_id, "drone": b.drone_id}})
         return out.result
 
-    def queue_restart(self, drone_id: str) -> None:
+    async def queue_restart(self, drone_id: str) -> dict[str, Any]:
+        """Journal a restart command for the drone's agent; its next heartbeat reply carries
+        it (also after a restart of swarmd). Checkpoint."""
         if drone_id not in self.state.drones:
             raise NotFound(f"no drone with id {drone_id!r}")
-        s = self.soft.get(drone_id) or self.touch(drone_id)
-        s.commands.append({"command": "restart"})
+        out = await self.commit(je.RestartRequested(ts=self.wall(), drone_id=drone_id))
+        if not out.ok:
+            raise NotFound(out.message)
+        return out.result

@@ -35,25 +35,21 @@ and the notices (live events) the shell publishes.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import attrs
 
+from swarmd import journal_events as je
+from swarmd.journal_events import BuildResult, BuildState, EntryState
+from swarmd.journal_events import BuildResult as BR
+from swarmd.journal_events import BuildState as BS
+from swarmd.journal_events import EntryState as ES
 from swarmlib.errors import NotFound, SessionSuperseded
 
-ENTRY_STATES = (
-    "pending",
-    "ready",
-    "assigned",
-    "building",
-    "built",
-    "failed",
-    "blocked",
-    "cancelled",
-)
-FINAL = frozenset({"built", "failed", "blocked", "cancelled"})
-ACTIVE = frozenset({"assigned", "building"})
+ENTRY_STATES: tuple[EntryState, ...] = tuple(EntryState)
+FINAL = frozenset({ES.BUILT, ES.FAILED, ES.BLOCKED, ES.CANCELLED})
+ACTIVE = frozenset({ES.ASSIGNED, ES.BUILDING})
 
 DEFAULT_ESTIMATE_S = 180.0
 EWMA_ALPHA = 0.3
@@ -74,7 +70,7 @@ class Entry:
     id: str
     cpv: str
     cp: str
-    state: str = "pending"
+    state: EntryState = ES.PENDING
     requests: list[str] = attrs.field(factory=list)
     deps: list[str] = attrs.field(factory=list)  # entry ids
     dep_cpvs: list[str] = attrs.field(factory=list)
@@ -138,6 +134,7 @@ class Drone:
     next_cooldown_s: float = 0.0
     target_id: str = ""
     target: dict[str, Any] | None = None
+    commands: list[str] = attrs.field(factory=list)  # queued for the agent (Command values)
 
 
 @attrs.define(kw_only=True)
@@ -150,8 +147,8 @@ class Build:
     session: str
     lease: str
     attempt: int
-    state: str = "assigned"  # assigned | building | publishing | finished
-    result: str | None = None
+    state: BuildState = BS.ASSIGNED
+    result: BuildResult | None = None
     started: float = 0.0
     finished: float | None = None
     duration_s: float | None = None
@@ -277,20 +274,25 @@ class State:
         self._indexed_cores: dict[str, int] = {}
 
     # ---------------------------------------------------------------- dispatch
-    def apply(self, event: dict[str, Any]) -> Outcome:
-        handler = getattr(self, "_on_" + str(event.get("type")), None)
-        if handler is None:
-            raise ValueError(f"unknown event type {event.get('type')!r}")
-        if "seq" in event:
-            self.seq = int(event["seq"])
-        out: Outcome = handler(event)
-        return out
+    def apply(self, event: je.Event | Mapping[str, Any], seq: int | None = None) -> Outcome:
+        """Apply one event (journaled as ``seq``, if given) and return its outcome.
+
+        A mapping (a journal record as JSON, as tests write them) is decoded first with
+        ``journal_events.decode`` (BadRecord, a ValueError, if it is not a valid event) and
+        its ``seq``, if any, is used."""
+        if not isinstance(event, je.Event):
+            if seq is None and "seq" in event:
+                seq = int(event["seq"])
+            event = je.decode(dict(event))
+        if seq is not None:
+            self.seq = seq
+        return _HANDLERS[type(event)](self, event)
 
     # ---------------------------------------------------------------- helpers
     def _key(self, e: Entry) -> tuple[int, float, int, str]:
         return (-e.req_priority, -e.crit_s, e.order, e.id)
 
-    def _set_state(self, e: Entry, new: str, ts: float) -> None:
+    def _set_state(self, e: Entry, new: EntryState, ts: float) -> None:
         old = e.state
         if old == new:
             return
@@ -404,7 +406,7 @@ class State:
         }
 
     # ---------------------------------------------------------------- finishing
-    def _finish_entry(self, e: Entry, new: str, ts: float, reason: str | None,
+    def _finish_entry(self, e: Entry, new: EntryState, ts: float, reason: str | None,
                       notices: list[dict[str, Any]],
                       blocked_out: list[str] | None = None) -> None:
         """Move ``e`` to a final state and propagate to dependents and requests."""
@@ -416,7 +418,7 @@ class State:
                 if d.state == "pending":
                     d.waiting -= 1
                     if d.waiting <= 0:
-                        self._set_state(d, "ready", ts)
+                        self._set_state(d, ES.READY, ts)
         else:
             # Everything downstream that has not finished is blocked, with the reason.
             why = f"dependency {e.cpv} {new}" if new != "blocked" else (reason or "")
@@ -425,7 +427,7 @@ class State:
                 did = stack.pop()
                 d = self.entries[did]
                 if d.state in ("pending", "ready"):
-                    self._set_state(d, "blocked", ts)
+                    self._set_state(d, ES.BLOCKED, ts)
                     d.reason = why if new != "blocked" else f"dependency {e.cpv} blocked"
                     if blocked_out is not None:
                         blocked_out.append(d.id)
@@ -443,7 +445,7 @@ class State:
                 notices.append({"type": "build_complete", "data": self.request_summary(r)})
 
     def request_counts(self, r: Request) -> dict[str, int]:
-        c = dict.fromkeys(ENTRY_STATES, 0)
+        c: dict[str, int] = dict.fromkeys(ENTRY_STATES, 0)
         for eid in r.entries:
             c[self.entries[eid].state] += 1
         return c
@@ -460,8 +462,9 @@ class State:
             "duration_s": round((r.finished or r.created) - r.created, 1),
         }
 
-    def _end_build(self, b: Build, result: str, ts: float, error: str | None = None) -> None:
-        b.state = "finished"
+    def _end_build(self, b: Build, result: BuildResult | None, ts: float,
+                   error: str | None = None) -> None:
+        b.state = BS.FINISHED
         b.result = result
         b.finished = ts
         if b.error is None:
@@ -475,31 +478,31 @@ class State:
     def _return_build(self, b: Build, ts: float, why: str,
                       notices: list[dict[str, Any]]) -> None:
         """The drone lost the build through no fault of the package: back to ready."""
-        self._end_build(b, "returned", ts, why)
+        self._end_build(b, BR.RETURNED, ts, why)
         e = self.entries[b.entry_id]
         e.history.append({"build_id": b.id, "drone": b.drone_id, "result": "returned",
                           "error": why})
         if e.state in ACTIVE and e.build_id == b.id:
             e.build_id = None
             e.drone = None
-            self._set_state(e, "ready", ts)
+            self._set_state(e, ES.READY, ts)
         notices.append(self._progress_notice(b, "finished", ts))
 
     # ---------------------------------------------------------------- events
-    def _on_submit(self, ev: dict[str, Any]) -> Outcome:
-        rid = str(ev["request_id"])
+    def _on_submit(self, ev: je.Submit) -> Outcome:
+        rid = ev.request_id
         if rid in self.requests:
             return Outcome(result=self.request_record(self.requests[rid], duplicate=True))
-        ts = float(ev["ts"])
-        packages: list[str] = list(ev["packages"])
-        deps: dict[str, list[str]] = ev.get("deps", {})
-        priority = int(ev.get("priority", 0))
-        target_id = str(ev.get("target_id") or "")
-        uses: dict[str, list[str]] = ev.get("use") or {}
+        ts = ev.ts
+        packages: list[str] = list(ev.packages)
+        deps: dict[str, list[str]] = ev.deps
+        priority = ev.priority
+        target_id = ev.target_id
+        uses: dict[str, list[str]] = ev.use or {}
         keys = {cpv: entry_key(cpv, target_id, uses.get(cpv)) for cpv in packages}
         req = Request(id=rid, entries=[], packages=len(packages), priority=priority,
-                      cycles=[list(c) for c in ev.get("cycles", [])], created=ts,
-                      target_id=target_id, target=ev.get("target"))
+                      cycles=[list(c) for c in ev.cycles], created=ts,
+                      target_id=target_id, target=ev.target)
         new_entries: list[Entry] = []
         for cpv in packages:
             key = keys[cpv]
@@ -511,9 +514,9 @@ class State:
                     req.entries.append(e.id)
                     req.merged_cpvs.append(cpv)
                     if priority > e.req_priority and e.state == "ready":
-                        self._set_state(e, "pending", ts)
+                        self._set_state(e, ES.PENDING, ts)
                         e.req_priority = priority
-                        self._set_state(e, "ready", ts)
+                        self._set_state(e, ES.READY, ts)
                     elif priority > e.req_priority:
                         e.req_priority = priority
                 continue
@@ -554,7 +557,7 @@ class State:
                 d.dependents.append(e.id)
                 e.waiting += 1
                 if not is_new and e.state == "ready":
-                    self._set_state(e, "pending", ts)
+                    self._set_state(e, ES.PENDING, ts)
                 if not is_new and e not in merged_waiting:
                     merged_waiting.append(e)
         req.queued = len(new_entries)
@@ -564,7 +567,7 @@ class State:
         notices: list[dict[str, Any]] = []
         for e in new_entries:
             if e.waiting == 0:
-                self._set_state(e, "ready", ts)
+                self._set_state(e, ES.READY, ts)
         if req.unfinished == 0:
             req.finished = ts
             notices.append({"type": "build_complete", "data": self.request_summary(req)})
@@ -633,7 +636,7 @@ class State:
             r = self.requests[rid]
             r.entries.append(n.id)
             r.unfinished += 1
-        self._set_state(n, "ready", ts)
+        self._set_state(n, ES.READY, ts)
         return n
 
     def _fail_unbuildable(self, ts: float, notices: list[dict[str, Any]]) -> None:
@@ -650,7 +653,7 @@ class State:
                 self.refused.discard(eid)
                 last = e.history[-1]["error"] if e.history else "its plan was refused"
                 self._finish_entry(
-                    e, "failed", ts,
+                    e, ES.FAILED, ts,
                     f"no drone of target {e.target_id or 'any'} can build it; last: {last}",
                     notices)
 
@@ -720,9 +723,9 @@ class State:
             if crit != e.crit_s:
                 if e.state == "ready":
                     ready_changed.append(e)
-                    self._set_state(e, "pending", e.updated)
+                    self._set_state(e, ES.PENDING, e.updated)
                     e.crit_s = crit
-                    self._set_state(e, "ready", e.updated)
+                    self._set_state(e, ES.READY, e.updated)
                 else:
                     e.crit_s = crit
 
@@ -741,9 +744,9 @@ class State:
             "duplicate": duplicate,
         }
 
-    def _on_cancel(self, ev: dict[str, Any]) -> Outcome:
-        target = str(ev["target"])
-        ts = float(ev["ts"])
+    def _on_cancel(self, ev: je.Cancel) -> Outcome:
+        target = ev.target
+        ts = ev.ts
         notices: list[dict[str, Any]] = []
         cancelled: list[str] = []
         if target in self.requests:
@@ -782,13 +785,13 @@ class State:
                 continue
             if e.state in ACTIVE and e.build_id:
                 b = self.builds[e.build_id]
-                self._end_build(b, "cancelled", ts, "cancelled by operator")
+                self._end_build(b, BR.CANCELLED, ts, "cancelled by operator")
                 notices.append(self._progress_notice(b, "finished", ts))
                 d = self.drones.get(b.drone_id)
                 if d is not None:
                     notices.append(self._drone_notice(d, ts))
             e.build_id = None
-            self._finish_entry(e, "cancelled", ts, "cancelled by operator", notices,
+            self._finish_entry(e, ES.CANCELLED, ts, "cancelled by operator", notices,
                                blocked_ids)
             cancelled.append(e.id)
         if target in self.requests:
@@ -800,15 +803,15 @@ class State:
         return Outcome(result={"id": target, "cancelled": cancelled, "blocked": blocked_ids},
                        notices=notices)
 
-    def _on_register(self, ev: dict[str, Any]) -> Outcome:
-        ts = float(ev["ts"])
-        name = str(ev["name"])
+    def _on_register(self, ev: je.Register) -> Outcome:
+        ts = ev.ts
+        name = ev.name
         notices: list[dict[str, Any]] = []
         did = self.drone_by_name.get(name)
         if did is None:
             did = f"d-{self.next_drone:04d}"
             self.next_drone += 1
-            d = Drone(id=did, name=name, session=str(ev["session"]), registered=ts)
+            d = Drone(id=did, name=name, session=ev.session, registered=ts)
             self.drones[did] = d
             self.drone_by_name[name] = did
         else:
@@ -817,15 +820,16 @@ class State:
             for bid in list(d.builds):
                 self._return_build(self.builds[bid], ts, "drone re-registered (new session)",
                                    notices)
-            d.session = str(ev["session"])
+            d.session = ev.session
             d.registered = ts
-        for k in ("hostname", "ip", "mac", "arch", "chost", "version"):
-            setattr(d, k, str(ev.get(k, "")))
-        d.target = ev.get("target")
-        d.target_id = str(ev.get("target_id") or "")
+            d.commands = []  # the agent restarted: what was queued for the old one is moot
+        d.hostname, d.ip, d.mac = ev.hostname, ev.ip, ev.mac
+        d.arch, d.chost, d.version = ev.arch, ev.chost, ev.version
+        d.target = ev.target
+        d.target_id = ev.target_id
         self._fail_unbuildable(ts, notices)
-        d.cores = max(1, int(ev.get("cores", 1)))
-        d.slots = max(1, int(ev.get("slots", 1)))
+        d.cores = max(1, ev.cores)
+        d.slots = max(1, ev.slots)
         d.online = True
         self._index_drone(d)
         notices.append(self._drone_notice(d, ts))
@@ -833,30 +837,30 @@ class State:
             notices.append(self._queue_notice())
         return Outcome(result={"drone_id": did, "session": d.session}, notices=notices)
 
-    def _drone_of(self, ev: dict[str, Any]) -> Drone | Outcome:
+    def _drone_of(self, ev: je.DroneTarget | je.DroneOffline) -> Drone | Outcome:
         """The event's drone, or the refusal: unknown drone, or a session that is not its
         current one (an event without ``session`` applies to any)."""
-        d = self.drones.get(str(ev["drone_id"]))
+        d = self.drones.get(ev.drone_id)
         if d is None:
-            return refuse("not_found", f"no drone {ev['drone_id']!r}")
-        if ev.get("session") is not None and ev["session"] != d.session:
+            return refuse("not_found", f"no drone {ev.drone_id!r}")
+        if ev.session is not None and ev.session != d.session:
             return refuse("session_superseded", "drone has a newer session")
         return d
 
-    def _on_drone_target(self, ev: dict[str, Any]) -> Outcome:
+    def _on_drone_target(self, ev: je.DroneTarget) -> Outcome:
         """A drone's build environment changed (a repository sync, a new profile)."""
-        ts = float(ev["ts"])
+        ts = ev.ts
         d = self._drone_of(ev)
         if isinstance(d, Outcome):
             return d
-        d.target = ev.get("target")
-        d.target_id = str(ev.get("target_id") or "")
+        d.target = ev.target
+        d.target_id = ev.target_id
         notices = [self._drone_notice(d, ts)]
         self._fail_unbuildable(ts, notices)
         return Outcome(result={"drone_id": d.id, "target_id": d.target_id}, notices=notices)
 
-    def _on_drone_offline(self, ev: dict[str, Any]) -> Outcome:
-        ts = float(ev["ts"])
+    def _on_drone_offline(self, ev: je.DroneOffline) -> Outcome:
+        ts = ev.ts
         d = self._drone_of(ev)
         if isinstance(d, Outcome):
             return d
@@ -864,7 +868,7 @@ class State:
             return Outcome(result={"drone_id": d.id, "status": "offline"})
         notices: list[dict[str, Any]] = []
         for bid in list(d.builds):
-            self._return_build(self.builds[bid], ts, str(ev.get("why", "drone went offline")),
+            self._return_build(self.builds[bid], ts, ev.why,
                                notices)
         d.online = False
         self._index_drone(d)
@@ -884,12 +888,12 @@ class State:
             )
         return d
 
-    def _on_assign(self, ev: dict[str, Any]) -> Outcome:
-        ts = float(ev["ts"])
-        d = self.drones.get(str(ev["drone_id"]))
-        if d is None or not d.online or d.session != ev["session"]:
+    def _on_assign(self, ev: je.Assign) -> Outcome:
+        ts = ev.ts
+        d = self.drones.get(ev.drone_id)
+        if d is None or not d.online or d.session != ev.session:
             return refuse("session_superseded", "drone session is no longer current")
-        e = self.entries.get(str(ev["entry_id"]))
+        e = self.entries.get(ev.entry_id)
         if e is None or e.state != "ready":
             return refuse("conflict", "entry is no longer ready")
         if len(d.builds) >= d.slots:
@@ -900,14 +904,14 @@ class State:
         bid = f"b-{self.next_build:07d}"
         self.next_build += 1
         b = Build(id=bid, entry_id=e.id, cpv=e.cpv, drone_id=d.id, drone_name=d.name,
-                  session=d.session, lease=str(ev["lease"]), attempt=e.attempts + 1, started=ts)
+                  session=d.session, lease=ev.lease, attempt=e.attempts + 1, started=ts)
         self.builds[bid] = b
         self.lease_index[b.lease] = bid
         d.builds.append(bid)
         self._index_drone(d)
         e.build_id = bid
         e.drone = d.id
-        self._set_state(e, "assigned", ts)
+        self._set_state(e, ES.ASSIGNED, ts)
         notices = [self._progress_notice(b, "started", ts), self._drone_notice(d, ts),
                    self._queue_notice()]
         return Outcome(
@@ -918,42 +922,42 @@ class State:
             notices=notices,
         )
 
-    def _valid_build(self, ev: dict[str, Any]) -> Build | Outcome:
-        b = self.builds.get(str(ev["build_id"]))
+    def _valid_build(self, ev: je.Started | je.Complete) -> Build | Outcome:
+        b = self.builds.get(ev.build_id)
         if b is None:
-            return refuse("not_found", f"no build with id {ev['build_id']!r}")
-        if b.state == "finished" or self.lease_index.get(str(ev.get("lease"))) != b.id:
+            return refuse("not_found", f"no build with id {ev.build_id!r}")
+        if b.state == "finished" or self.lease_index.get(ev.lease) != b.id:
             return refuse("stale_lease", f"build {b.id}: lease is no longer valid "
                           "(the package was returned to the queue or finished)")
         return b
 
-    def _on_started(self, ev: dict[str, Any]) -> Outcome:
+    def _on_started(self, ev: je.Started) -> Outcome:
         b = self._valid_build(ev)
         if isinstance(b, Outcome):
             return b
         e = self.entries[b.entry_id]
         if b.state == "assigned":
-            b.state = "building"
-            self._set_state(e, "building", float(ev["ts"]))
+            b.state = BS.BUILDING
+            self._set_state(e, ES.BUILDING, ev.ts)
         return Outcome(result={"build_id": b.id, "state": b.state})
 
-    def _on_complete(self, ev: dict[str, Any]) -> Outcome:
+    def _on_complete(self, ev: je.Complete) -> Outcome:
         b = self._valid_build(ev)
         if isinstance(b, Outcome):
             return b
-        ts = float(ev["ts"])
-        result = str(ev["result"])
+        ts = ev.ts
+        result = ev.result
         e = self.entries[b.entry_id]
         d = self.drones[b.drone_id]
         notices: list[dict[str, Any]] = []
-        b.duration_s = float(ev.get("duration_s") or 0.0)
-        learned = (self._queued_deps(e, [str(x) for x in ev.get("needs") or []], ts)
-                   if result == "returned" and ev.get("unbuildable") else None)
+        b.duration_s = ev.duration_s
+        learned = (self._queued_deps(e, list(ev.needs), ts)
+                   if result == "returned" and ev.unbuildable else None)
         if learned:
             # The drone's plan wants packages that are queued but not built yet: dependency
             # edges emerge's --tree output did not show (a package is printed once, under one
             # of its parents). Wait for them; the drone did nothing wrong.
-            why = str(ev.get("error") or "waits for dependencies")
+            why = ev.error or "waits for dependencies"
             self._return_build(b, ts, why, notices)
             for dep in learned:
                 e.deps.append(dep.id)
@@ -961,71 +965,71 @@ class State:
                 dep.dependents.append(e.id)
                 e.waiting += 1
             if e.state == "ready":
-                self._set_state(e, "pending", ts)
+                self._set_state(e, ES.PENDING, ts)
             self._recompute_priorities([e])
-        elif result == "returned" and ev.get("unbuildable"):
-            why = str(ev.get("error") or "the drone's plan refused the package")
+        elif result == "returned" and ev.unbuildable:
+            why = ev.error or "the drone's plan refused the package"
             self._return_build(b, ts, why, notices)
             if d.id not in e.excluded:
                 e.excluded.append(d.id)
             self.refused.add(e.id)
             self._fail_unbuildable(ts, notices)
         elif result == "returned":
-            self._return_build(b, ts, str(ev.get("error") or "returned by drone"), notices)
-        elif result == "success" and ev.get("publish"):
+            self._return_build(b, ts, ev.error or "returned by drone", notices)
+        elif result == "success" and ev.publish:
             # On the binhost but not yet in its index: the drone is free, the entry waits
             # for ``published`` (or ``publish_failed``) before it is built.
-            b.artifact = ev.get("artifact")
-            self._end_build(b, "publishing", ts)
-            b.state = "publishing"
+            b.artifact = None if ev.artifact is None else dict(ev.artifact)
+            self._end_build(b, None, ts)
+            b.state = BS.PUBLISHING
             b.result = None
             if e.state == "assigned":
-                self._set_state(e, "building", ts)
+                self._set_state(e, ES.BUILDING, ts)
             notices.append(self._progress_notice(b, "progress", ts))
             notices[-1]["data"]["percent"] = 100.0
         elif result == "success":
-            b.artifact = ev.get("artifact")
+            b.artifact = None if ev.artifact is None else dict(ev.artifact)
             self._succeed(b, e, d, ts, notices)
         else:  # failed
-            self._fail(b, e, d, ts, str(ev.get("error") or "build failed"), notices)
+            self._fail(b, e, d, ts, ev.error or "build failed", notices)
         notices.append(self._drone_notice(d, ts))
         notices.append(self._queue_notice())
         return Outcome(result={"build_id": b.id, "state": e.state}, notices=notices)
 
-    def _on_published(self, ev: dict[str, Any]) -> Outcome:
+    def _on_published(self, ev: je.Published) -> Outcome:
         """swarmd put the build's package into the binhost index: the entry is built."""
-        b = self.builds.get(str(ev["build_id"]))
+        b = self.builds.get(ev.build_id)
         if b is None or b.state != "publishing":
-            return refuse("conflict", f"build {ev['build_id']} is not being published")
-        ts = float(ev["ts"])
+            return refuse("conflict", f"build {ev.build_id} is not being published")
+        ts = ev.ts
         e = self.entries[b.entry_id]
         d = self.drones[b.drone_id]
         notices: list[dict[str, Any]] = []
-        b.artifact = {k: ev[k] for k in ("path", "size", "sha256") if k in ev}
-        if ev.get("portage_build_id") is not None:
-            b.artifact["portage_build_id"] = ev["portage_build_id"]
-        if ev.get("upload"):
-            b.artifact["upload"] = ev["upload"]
+        b.artifact = {"path": ev.path, "size": ev.size, "sha256": ev.sha256}
+        if ev.portage_build_id is not None:
+            b.artifact["portage_build_id"] = ev.portage_build_id
+        if ev.upload:
+            b.artifact["upload"] = ev.upload
         self._succeed(b, e, d, ts, notices)
         notices.append(self._queue_notice())
         return Outcome(result={"build_id": b.id, "state": e.state}, notices=notices)
 
-    def _on_publish_failed(self, ev: dict[str, Any]) -> Outcome:
+    def _on_publish_failed(self, ev: je.PublishFailed) -> Outcome:
         """The package could not be published (never arrived, corrupt, collision): a failed
         attempt like any other, retried preferably elsewhere."""
-        b = self.builds.get(str(ev["build_id"]))
+        b = self.builds.get(ev.build_id)
         if b is None or b.state != "publishing":
-            return refuse("conflict", f"build {ev['build_id']} is not being published")
-        ts = float(ev["ts"])
+            return refuse("conflict", f"build {ev.build_id} is not being published")
+        ts = ev.ts
         e = self.entries[b.entry_id]
         d = self.drones[b.drone_id]
         notices: list[dict[str, Any]] = []
-        why = "publish: " + str(ev.get("error") or "failed")
+        why = "publish: " + (ev.error or "failed")
         if e.cancel_asked:
-            self._end_build(b, "cancelled", ts, why)
+            self._end_build(b, BR.CANCELLED, ts, why)
             e.build_id = None
-            self._finish_entry(e, "cancelled", ts, "cancelled by operator", notices)
-        elif ev.get("collision"):
+            self._finish_entry(e, ES.CANCELLED, ts, "cancelled by operator", notices)
+        elif ev.collision:
             # Not the package's or the drone's fault (another build of it took the BUILD_ID
             # first): built again, no attempt counted.
             self._return_build(b, ts, why, notices)
@@ -1034,10 +1038,10 @@ class State:
         notices.append(self._queue_notice())
         return Outcome(result={"build_id": b.id, "state": e.state}, notices=notices)
 
-    def _on_unpublished(self, ev: dict[str, Any]) -> Outcome:
+    def _on_unpublished(self, ev: je.Unpublished) -> Outcome:
         """A published package's file is gone from the binhost (found at start-up): forget that
         it is built, so that the next submission that asks for it builds it again."""
-        key = str(ev["key"])
+        key = ev.key
         p = self.packages.pop(key, None)
         if p is None:
             return refuse("not_found", f"no built package {key!r}")
@@ -1045,7 +1049,7 @@ class State:
 
     def _succeed(self, b: Build, e: Entry, d: Drone, ts: float,
                  notices: list[dict[str, Any]]) -> None:
-        self._end_build(b, "success", ts)
+        self._end_build(b, BR.SUCCESS, ts)
         e.attempts += 1
         e.history.append({"build_id": b.id, "drone": d.id, "result": "success",
                           "error": None})
@@ -1060,11 +1064,11 @@ class State:
         d.cooldown_until = None
         d.next_cooldown_s = 0.0
         notices.append(self._progress_notice(b, "finished", ts))
-        self._finish_entry(e, "built", ts, None, notices)
+        self._finish_entry(e, ES.BUILT, ts, None, notices)
 
     def _fail(self, b: Build, e: Entry, d: Drone, ts: float, error: str,
               notices: list[dict[str, Any]]) -> None:
-        self._end_build(b, "failed", ts, error)
+        self._end_build(b, BR.FAILED, ts, error)
         e.attempts += 1
         e.history.append({"build_id": b.id, "drone": d.id, "result": "failed",
                           "error": error})
@@ -1084,28 +1088,28 @@ class State:
         if e.state in FINAL:
             return
         if e.attempts > self.policy.max_retries:
-            self._finish_entry(e, "failed", ts,
+            self._finish_entry(e, ES.FAILED, ts,
                                f"failed {e.attempts} attempts; last error: {error}", notices)
         else:
-            self._set_state(e, "ready", ts)
+            self._set_state(e, ES.READY, ts)
 
     def _learn(self, cp: str, seconds8: float) -> None:
         old = self.history.get(cp)
         self.history[cp] = seconds8 if old is None else old + EWMA_ALPHA * (seconds8 - old)
 
-    def _on_history(self, ev: dict[str, Any]) -> Outcome:
+    def _on_history(self, ev: je.History) -> Outcome:
         n = 0
-        for cp, secs in sorted(ev["packages"].items()):
+        for cp, secs in sorted(ev.packages.items()):
             self.history[str(cp)] = float(secs)
             n += 1
         return Outcome(result={"recorded": n})
 
-    def _on_prune(self, ev: dict[str, Any]) -> Outcome:
+    def _on_prune(self, ev: je.Prune) -> Outcome:
         """Forget finished history older than ``before``: finished requests, the final entries
         that belong only to them, and their finished builds. ``packages`` (what is built) and
         ``history`` (compile times) are kept, so start-up follows the live state, not the past.
         """
-        before = float(ev["before"])
+        before = ev.before
         gone_r = {rid for rid, r in self.requests.items()
                   if r.finished is not None and r.finished < before}
         for rid in gone_r:
@@ -1144,6 +1148,27 @@ class State:
         return Outcome(result={"requests": len(gone_r), "entries": len(gone_e),
                                "builds": len(gone_b), "packages": len(gone_p)})
 
+    def _on_restart_requested(self, ev: je.RestartRequested) -> Outcome:
+        """An operator's restart for the drone's agent, kept until a heartbeat delivers it
+        (once, however often it was asked for)."""
+        d = self.drones.get(ev.drone_id)
+        if d is None:
+            return refuse("not_found", f"no drone with id {ev.drone_id!r}")
+        if je.Command.RESTART not in d.commands:
+            d.commands.append(je.Command.RESTART)
+        return Outcome(result={"drone_id": d.id, "commands": list(d.commands)})
+
+    def _on_restart_delivered(self, ev: je.RestartDelivered) -> Outcome:
+        """The drone's queued commands went out in a heartbeat reply of session ``session``."""
+        d = self.drones.get(ev.drone_id)
+        if d is None:
+            return refuse("not_found", f"no drone with id {ev.drone_id!r}")
+        if d.session != ev.session:
+            return refuse("session_superseded", "drone has a newer session")
+        sent = [{"command": str(c)} for c in d.commands]
+        d.commands = []
+        return Outcome(result={"drone_id": d.id, "commands": sent})
+
     # ---------------------------------------------------------------- snapshot
     def to_snapshot(self) -> dict[str, Any]:
         """A fresh, JSON-ready copy of the durable state (derived indexes excluded)."""
@@ -1168,6 +1193,7 @@ class State:
         s.next_entry, s.next_build, s.next_drone, s.next_order = snap["counters"]
         for raw in snap["entries"]:
             e = Entry(**raw)
+            e.state = EntryState(e.state)
             s.entries[e.id] = e
             if e.state not in FINAL:
                 s.active_by_cpv[e.key or e.cpv] = e.id
@@ -1180,6 +1206,9 @@ class State:
             s.drone_by_name[d.name] = d.id
         for raw in snap["builds"]:
             b = Build(**raw)
+            b.state = BuildState(b.state)
+            if b.result is not None:
+                b.result = BuildResult(b.result)
             s.builds[b.id] = b
             if b.state not in ("finished", "publishing"):
                 s.lease_index[b.lease] = b.id
@@ -1189,3 +1218,22 @@ class State:
         s.history = {str(k): float(v) for k, v in snap["history"].items()}
         s.rebuild_derived()
         return s
+
+
+_HANDLERS: dict[type[je.Event], Callable[[State, Any], Outcome]] = {
+    je.Submit: State._on_submit,
+    je.Cancel: State._on_cancel,
+    je.Register: State._on_register,
+    je.DroneTarget: State._on_drone_target,
+    je.DroneOffline: State._on_drone_offline,
+    je.Assign: State._on_assign,
+    je.Started: State._on_started,
+    je.Complete: State._on_complete,
+    je.Published: State._on_published,
+    je.PublishFailed: State._on_publish_failed,
+    je.Unpublished: State._on_unpublished,
+    je.History: State._on_history,
+    je.Prune: State._on_prune,
+    je.RestartRequested: State._on_restart_requested,
+    je.RestartDelivered: State._on_restart_delivered,
+}

@@ -25,6 +25,7 @@ os.environ.setdefault("PORTAGE_OVERRIDE_EPREFIX", "/")
 import trio.lowlevel
 
 from swarmd import journal as jr  # noqa: E402
+from swarmd import journal_events as je  # noqa: E402
 from swarmd.api import create_app  # noqa: E402
 from swarmd.config import SwarmdConfig  # noqa: E402
 from swarmd.service import Orchestrator, replay  # noqa: E402
@@ -117,15 +118,13 @@ async def _lazy_workload(orch: Orchestrator, acks: _Acks, rng: random.Random) ->
             deps = {pkgs[-1]: pkgs[:-1]} if len(pkgs) > 1 else {}
             sub, prio, _ = submission.parse_json({"packages": pkgs, "deps": deps,
                                                   "request_id": rid})
-            await orch.commit({"type": "submit", "request_id": rid, "packages": sub.packages,
-                               "deps": sub.deps, "cycles": sub.cycles, "priority": prio})
+            await orch.commit(je.Submit(ts=orch.wall(), request_id=rid, packages=sub.packages,
+                                        deps=sub.deps, cycles=sub.cycles, priority=prio))
             acks.submits[rid] = {p[1:] for p in pkgs}
             await trio.lowlevel.checkpoint()
 
     async def drone(name: str) -> None:
-        doc = await orch.register({"name": name, "hostname": "", "ip": "", "mac": "",
-                                   "cores": 4, "arch": "", "chost": "", "version": "",
-                                   "slots": 1})
+        doc = await orch.register(je.Register(ts=0.0, session="", name=name, cores=4))
         acks.drones[name] = doc["drone_id"]
         did, sess = doc["drone_id"], doc["session"]
         for _ in range(60):
@@ -137,9 +136,9 @@ async def _lazy_workload(orch: Orchestrator, acks: _Acks, rng: random.Random) ->
             art = ({"path": f"x/{ls['build_id']}.gpkg.tar", "size": 1, "sha256": SHA}
                    if result == "success" else None)
             try:
-                await orch.complete(ls["build_id"], {"lease": ls["lease"], "result": result,
-                                                     "duration_s": 1.0, "artifact": art,
-                                                     "error": None})
+                await orch.complete(je.Complete(ts=0.0, build_id=ls["build_id"],
+                                                lease=ls["lease"], result=je.Report(result),
+                                                duration_s=1.0, artifact=art))
             except SwarmError:
                 continue  # cancelled meanwhile: a refusal, not an acknowledgement
             if result == "success":
@@ -154,7 +153,7 @@ async def _lazy_workload(orch: Orchestrator, acks: _Acks, rng: random.Random) ->
                 continue
             rid = rng.choice(sorted(acks.submits))
             acks.cancel_sent.add(rid)
-            out = await orch.commit({"type": "cancel", "target": rid})
+            out = await orch.commit(je.Cancel(ts=orch.wall(), target=rid))
             if out.ok:
                 acks.cancels.add(rid)
 

@@ -8,22 +8,22 @@ import pytest
 import trio
 import trio.testing
 
+from swarmd import journal_events as je
 from swarmd.service import Orchestrator
 from swarmlib.errors import StaleLease
 from tests.conftest import make_orch
 
 
 async def _drone(orch: Orchestrator, name: str, cores: int = 8) -> tuple[str, str]:
-    reg = await orch.register({"name": name, "hostname": name, "ip": "", "mac": "",
-                               "cores": cores, "arch": "amd64", "chost": "", "version": ""})
+    reg = await orch.register(je.Register(ts=0.0, session="", name=name, hostname=name,
+                                          cores=cores, arch="amd64"))
     return reg["drone_id"], reg["session"]
 
 
 async def test_silent_drone_goes_offline_and_work_moves(
     orch: Orchestrator, autojump_clock: trio.testing.MockClock
 ) -> None:
-    await orch.commit({"type": "submit", "request_id": "r1", "packages": ["dev-libs/a-1"],
-                       "deps": {}, "priority": 0})
+    await orch.commit(je.Submit(ts=orch.wall(), request_id="r1", packages=["dev-libs/a-1"]))
     d1, s1 = await _drone(orch, "d1")
     job = await orch.lease(d1, s1, 0)
     assert job is not None
@@ -65,8 +65,8 @@ async def test_silent_drone_goes_offline_and_work_moves(
     # The old lease is refused and changes nothing.
     before = orch.state.to_snapshot()
     with pytest.raises(StaleLease, match="lease"):
-        await orch.complete(job["build_id"], {"lease": job["lease"], "result": "success",
-                                              "duration_s": 1, "artifact": None, "error": None})
+        await orch.complete(je.Complete(ts=0.0, build_id=job["build_id"], lease=job["lease"],
+                                              result=je.Report("success"), duration_s=1, error=None))
     assert orch.state.to_snapshot() == before
 
 
@@ -97,8 +97,7 @@ async def test_waiting_lease_gets_new_work_at_once(
     async with trio.open_nursery() as nursery:
         nursery.start_soon(poll)
         await trio.sleep(3)
-        await orch.commit({"type": "submit", "request_id": "r1", "packages": ["a/b-1"],
-                           "deps": {}, "priority": 0})
+        await orch.commit(je.Submit(ts=orch.wall(), request_id="r1", packages=["a/b-1"]))
     assert result["job"] is not None
     assert float(result["waited"]) < 3.5  # type: ignore[arg-type]
 
@@ -109,8 +108,7 @@ async def test_restart_gives_one_offline_window(tmp_path: Path,
     o = make_orch(tmp_path)
     async with trio.open_nursery() as nursery:
         await nursery.start(o.run)
-        await o.commit({"type": "submit", "request_id": "r1", "packages": ["a/b-1"], "deps": {},
-                        "priority": 0})
+        await o.commit(je.Submit(ts=o.wall(), request_id="r1", packages=["a/b-1"]))
         d1, s1 = await _drone(o, "d1")
         job = await o.lease(d1, s1, 0)
         assert job is not None
@@ -151,15 +149,14 @@ async def test_failing_drone_cools_down(tmp_path: Path,
 
 async def _cooldown_checks(orch: Orchestrator) -> None:
     pk = [f"a/p{i}-1" for i in range(6)]
-    await orch.commit({"type": "submit", "request_id": "r1", "packages": pk, "deps": {},
-                       "priority": 0})
+    await orch.commit(je.Submit(ts=orch.wall(), request_id="r1", packages=pk))
     d1, s1 = await _drone(orch, "bad")
     for i in range(4):
         assert orch.drone_status(d1) == "ready", i
         job = await orch.lease(d1, s1, 0)
         assert job is not None
-        await orch.complete(job["build_id"], {"lease": job["lease"], "result": "failed",
-                                              "duration_s": 1, "artifact": None, "error": "x"})
+        await orch.complete(je.Complete(ts=0.0, build_id=job["build_id"], lease=job["lease"],
+                                              result=je.Report("failed"), duration_s=1, error="x"))
     assert orch.drone_status(d1) == "degraded"
     assert await orch.lease(d1, s1, 0) is None  # paused: must not eat the queue
     for _ in range(11):  # keeps beating through the 300 s cool-down
@@ -176,8 +173,7 @@ async def test_build_the_drone_never_got_is_returned(
 ) -> None:
     """The assignment was journaled but the lease reply never reached the drone (swarmd died
     in between): the drone beats with no builds and its only slot must not stay taken."""
-    await orch.commit({"type": "submit", "request_id": "r1", "packages": ["a/b-1"], "deps": {},
-                       "priority": 0})
+    await orch.commit(je.Submit(ts=orch.wall(), request_id="r1", packages=["a/b-1"]))
     d1, s1 = await _drone(orch, "d1")
     job = await orch.lease(d1, s1, 0)
     assert job is not None

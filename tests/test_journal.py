@@ -15,6 +15,7 @@ import pytest
 import trio
 
 from swarmd import journal as jr
+from swarmd import journal_events as je
 from swarmd import service
 from swarmd.config import SwarmdConfig
 from swarmd.state import Policy, State
@@ -411,10 +412,10 @@ def orchestrator(state_dir: Path) -> service.Orchestrator:
     return orch
 
 
-def submit(i: int) -> dict[str, Any]:
-    return {"type": "submit", "request_id": f"req-{i}",
-            "packages": [f"dev-libs/p{i}-1.0", f"dev-libs/shared{i % 5}-2"],
-            "deps": {f"dev-libs/p{i}-1.0": [f"dev-libs/shared{i % 5}-2"]}}
+def submit(i: int) -> je.Submit:
+    return je.Submit(ts=1_700_000_000.0 + i, request_id=f"req-{i}",
+                     packages=[f"dev-libs/p{i}-1.0", f"dev-libs/shared{i % 5}-2"],
+                     deps={f"dev-libs/p{i}-1.0": [f"dev-libs/shared{i % 5}-2"]})
 
 
 async def test_group_commit_shares_fsyncs_and_replays_to_the_live_state(tmp_path: Path) -> None:
@@ -441,7 +442,7 @@ async def test_group_commit_shares_fsyncs_and_replays_to_the_live_state(tmp_path
     orch.journal.close()
     replayed, loaded = service.replay(tmp_path, orch.policy)
     assert loaded.last_seq == 50
-    assert sorted(e["seq"] for e in loaded.events) == list(range(1, 51))
+    assert sorted(loaded.seqs) == list(range(1, 51))
     assert replayed.to_snapshot() == orch.state.to_snapshot()
 
 
@@ -547,5 +548,5 @@ async def test_failed_fsync_never_answers_and_kills_the_writer(
     monkeypatch.undo()
     orch.journal.close()
     replayed, loaded = service.replay(tmp_path, orch.policy)
-    assert loaded.events[0]["request_id"] == "req-0"  # the acknowledged request is intact
+    assert loaded.events[0].request_id == "req-0"  # the acknowledged request is intact
     assert "req-0" in replayed.requests

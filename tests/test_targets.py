@@ -166,7 +166,8 @@ def test_publish_failed_is_a_failed_attempt() -> None:
     assert e.attempts == 1
     assert d in e.failed_on
     assert s.builds[str(bid)].error == "publish: corrupt upload"
-    again = s.apply({"type": "published", "build_id": bid, "path": "x", "ts": 6.0})
+    again = s.apply({"type": "published", "build_id": bid, "path": "x", "size": 1,
+                     "sha256": "0" * 64, "ts": 6.0})
     assert not again.ok
 
 

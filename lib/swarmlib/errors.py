@@ -77,6 +77,20 @@ class JournalCorrupt(SwarmError):
         )
 
 
+class JournalRecordInvalid(JournalCorrupt):
+    """A complete, checksummed record that is not a valid event (a field missing, of the wrong
+    type, misspelt, or an unknown event type): start-up refuses and changes nothing."""
+
+    code = "journal_record_invalid"
+
+    def __init__(self, path: str, offset: int, seq: int | None, field: str, why: str) -> None:
+        self.seq = seq
+        self.field = field
+        where = f"record seq {seq}" if seq is not None else "record"
+        what = f"field {field!r}: {why}" if field else why
+        super().__init__(path, offset, f"{where} is not a valid event: {what}")
+
+
 class JournalWriteFailed(SwarmError):
     """A write or fsync of the journal failed: fatal, the daemon exits."""
 
