@@ -39,6 +39,7 @@ from typing import Any
 
 from bench.common import REPO, Swarmd, summary
 from swarmd import journal as jr
+from swarmd import journal_events as je
 from swarmd.config import SwarmdConfig
 from swarmd.service import replay
 from swarmd.state import FINAL, Policy, State
@@ -90,13 +91,15 @@ class Generator:
     def seq(self) -> int:
         return self.state.seq
 
-    def emit(self, ev: dict[str, Any]) -> Any:
-        """Number, frame and apply one event; flush a batch when it is full."""
-        ev["seq"] = self.state.seq + 1
-        ev.setdefault("ts", self.now)
-        self.frames.append(jr.encode(ev))
-        out = self.state.apply(ev)
-        self.mix[ev["type"]] = self.mix.get(ev["type"], 0) + 1
+    def emit(self, raw: dict[str, Any]) -> Any:
+        """Number, frame (as swarmd writes records: typed, version 2) and apply one event;
+        flush a batch when it is full."""
+        raw.setdefault("ts", self.now)
+        ev = je.decode(raw)
+        seq = self.state.seq + 1
+        self.frames.append(jr.encode_event(ev, seq))
+        out = self.state.apply(ev, seq)
+        self.mix[ev.TYPE] = self.mix.get(ev.TYPE, 0) + 1
         if len(self.frames) >= BATCH:
             self.flush()
         return out
@@ -123,12 +126,11 @@ class Generator:
             shutil.rmtree(d.worst)
         shutil.copytree(d.compacted, d.worst)
         t0 = time.perf_counter()
-        prune = {"type": "prune", "seq": self.state.seq + 1, "ts": self.now,
-                 "before": self.now - d.retention_s}
-        frame = [jr.encode(prune)]
+        prune = je.Prune(ts=self.now, before=self.now - d.retention_s)
+        frame = [jr.encode_event(prune, self.state.seq + 1)]
         d.j.append_batch(frame)
         d.ju.append_batch(frame)
-        self.state.apply(prune)
+        self.state.apply(prune, self.state.seq + 1)
         self.mix["prune"] = self.mix.get("prune", 0) + 1
         d.j.compact(self.state.to_snapshot())
         d.compact_s.append(time.perf_counter() - t0)

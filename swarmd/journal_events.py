@@ -34,7 +34,14 @@ from swarmlib import convert
 VERSION = 2
 
 
-class EntryState(enum.StrEnum):
+class _State(enum.StrEnum):
+    """A StrEnum that hashes as its string does, in C: states are dict keys and set members
+    on every event applied (Enum's own ``__hash__`` is a Python call, 3x slower)."""
+
+    __hash__ = str.__hash__
+
+
+class EntryState(_State):
     PENDING = "pending"
     READY = "ready"
     ASSIGNED = "assigned"
@@ -45,14 +52,14 @@ class EntryState(enum.StrEnum):
     CANCELLED = "cancelled"
 
 
-class BuildState(enum.StrEnum):
+class BuildState(_State):
     ASSIGNED = "assigned"
     BUILDING = "building"
     PUBLISHING = "publishing"  # on the binhost, not yet in its index
     FINISHED = "finished"
 
 
-class BuildResult(enum.StrEnum):
+class BuildResult(_State):
     """How a finished build ended (``Build.result``)."""
 
     SUCCESS = "success"
@@ -61,7 +68,7 @@ class BuildResult(enum.StrEnum):
     CANCELLED = "cancelled"
 
 
-class Report(enum.StrEnum):
+class Report(_State):
     """What a drone reports for its build (``complete``)."""
 
     SUCCESS = "success"
@@ -69,14 +76,14 @@ class Report(enum.StrEnum):
     RETURNED = "returned"
 
 
-class DroneStatus(enum.StrEnum):
+class DroneStatus(_State):
     READY = "ready"
     BUILDING = "building"
     DEGRADED = "degraded"
     OFFLINE = "offline"
 
 
-class Command(enum.StrEnum):
+class Command(_State):
     """Commands an operator queues for a drone's agent (delivered in a heartbeat reply)."""
 
     RESTART = "restart"
@@ -268,8 +275,8 @@ def _migrate_v1(cls: type[Event], body: dict[str, Any]) -> dict[str, Any]:
     """A version 1 record's keys as the class takes them: unknown keys dropped (the old
     ``apply`` ignored them) and ``null`` where the field takes none dropped (the old code read
     it as absent: ``ev.get(key) or default``)."""
-    out = {k: x for k, x in body.items() if k in _FIELDS[cls]
-           and (x is not None or k in _NULLABLE[cls])}
+    fields, nullable = _FIELDS[cls], _NULLABLE[cls]
+    out = {k: x for k, x in body.items() if k in fields and (x is not None or k in nullable)}
     if "ts" not in out:
         out["ts"] = 0.0  # only events whose handler never read the time lacked it
     return out
@@ -289,10 +296,11 @@ def decode(rec: Any) -> Event:
     if cls is None:
         raise BadRecord("type", f"unknown event type {kind!r}")
     v = rec.get("v", 1)
-    body = {k: x for k, x in rec.items() if k not in _ENVELOPE}
-    if v == 1 and "v" not in rec:
-        body = _migrate_v1(cls, body)
-    elif v != VERSION:
+    if v == VERSION:
+        body = {k: x for k, x in rec.items() if k not in _ENVELOPE}
+    elif v == 1 and "v" not in rec:
+        body = _migrate_v1(cls, rec)
+    else:
         raise BadRecord("v", f"unknown record version {v!r} (this swarmd reads 1 and "
                              f"{VERSION})")
     try:

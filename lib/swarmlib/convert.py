@@ -63,12 +63,21 @@ def _enum(v: Any, t: Any) -> Any:
                          f"got {v!r}") from None
 
 
-_converter = cattrs.Converter(forbid_extra_keys=False)
-_converter.register_structure_hook_func(_is_enum, _enum)
-_converter.register_structure_hook(str, _str)
-_converter.register_structure_hook(int, _int)
-_converter.register_structure_hook(float, _float)
-_converter.register_structure_hook(bool, _bool)
+def _make(detailed: bool) -> cattrs.Converter:
+    c = cattrs.Converter(forbid_extra_keys=False, detailed_validation=detailed)
+    c.register_structure_hook_func(_is_enum, _enum)
+    c.register_structure_hook(str, _str)
+    c.register_structure_hook(int, _int)
+    c.register_structure_hook(float, _float)
+    c.register_structure_hook(bool, _bool)
+    return c
+
+
+# Two converters with the same rules: ``_fast`` (no per-field bookkeeping) structures the
+# journal's records at replay; only when it fails does ``_converter`` run again to say which
+# field is wrong and why.
+_converter = _make(detailed=True)
+_fast = _make(detailed=False)
 
 
 def _format(exc: BaseException, type_: Any) -> str:
@@ -90,12 +99,17 @@ class StructureError(ValueError):
 
 def forbid_extra_keys(cls: type) -> None:
     """Structure ``cls`` refusing keys it has no field for (a typo is an error)."""
-    _converter.register_structure_hook(
-        cls, make_dict_structure_fn(cls, _converter, _cattrs_forbid_extra_keys=True))
+    for c in (_converter, _fast):
+        c.register_structure_hook(
+            cls, make_dict_structure_fn(cls, c, _cattrs_forbid_extra_keys=True))
 
 
 def structure_strict(data: Any, cls: type[T], path: str = "$") -> T:
     """Turn decoded JSON into ``cls``; raises StructureError naming the field."""
+    try:
+        return _fast.structure(data, cls)
+    except Exception:  # noqa: BLE001 - any failure: the detailed converter explains it
+        pass
     try:
         return _converter.structure(data, cls)
     except cattrs.ClassValidationError as exc:
