@@ -1,8 +1,9 @@
 """The public listener: one port, two servers behind the small Trio front of swarmlib.front.
 
 For each TCP connection the front reads the request head (bounded in size and time). A
-``GET /ws/build-status`` with ``Upgrade: websocket`` goes to trio-websocket, whose ``ping()``
-waits for the pong (Hypercorn's ping option never checks pongs and ASGI cannot send pings);
+``GET /ws/build-status`` with ``Upgrade: websocket`` goes to the push hub on our own
+wsproto layer (``wsserver``), whose ``ping()`` waits for the pong (Hypercorn's ping option never
+checks pongs and ASGI cannot send pings);
 every other connection goes to Hypercorn's own Trio ``TCPServer`` running the Quart app, so
 keep-alive, pipelining, timeouts and errors stay Hypercorn's. Both get a stream that first
 replays the bytes the front already read.
@@ -18,9 +19,9 @@ import logging
 from typing import Any
 
 import trio
-import trio_websocket
 
 from gatewayd.push import Hub
+from gatewayd.wsserver import ConnectionClosed, ServerWebSocket
 from swarmlib.front import (
     HEAD_TIMEOUT_S,
     MAX_HEAD_BYTES,
@@ -67,22 +68,20 @@ class _Front:
             await handoff(stream, head)
 
     async def _serve_push(self, replay: ReplayStream) -> None:
-        async with trio.open_nursery() as nursery:
-            with trio.move_on_after(HEAD_TIMEOUT_S) as scope:
-                request = await trio_websocket.wrap_server_stream(
-                    nursery, replay, message_queue_size=4, max_message_size=WS_MAX_MESSAGE
-                )
-            if scope.cancelled_caught:  # a head wsproto refused: it answered 400 already
-                nursery.cancel_scope.cancel()
-                return
-            if not self.hub.accepting():
-                with trio.move_on_after(1):
-                    await request.reject(503, body=b"too many clients\n")
-                nursery.cancel_scope.cancel()
-                return
-            ws = await request.accept()
-            await self.hub.handle_client(ws)
-            nursery.cancel_scope.cancel()
+        ws = ServerWebSocket(replay, max_message_size=WS_MAX_MESSAGE)
+        with trio.move_on_after(HEAD_TIMEOUT_S):
+            await ws.receive_request()
+        if ws.request is None:  # refused (answered 400 or 426 already), gone, or too slow
+            return
+        if not self.hub.accepting():
+            with trio.move_on_after(1):
+                await ws.reject(503, b"too many clients\n")
+            return
+        try:
+            await ws.accept()
+        except ConnectionClosed:
+            return
+        await self.hub.handle_client(ws)
 
 
 async def serve_public(
