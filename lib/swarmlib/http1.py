@@ -154,6 +154,14 @@ def _addr(sockname: Any) -> tuple[str, int] | None:
     return None
 
 
+def _head_size(request: h11.Request) -> int:
+    """The size of a request head as sent (near enough: white space around values aside)."""
+    size = len(request.method) + len(request.target) + 13
+    for name, value in request.headers:
+        size += len(name) + len(value) + 4
+    return size + 2
+
+
 def _is_websocket(request: h11.Request) -> bool:
     if request.method != b"GET":
         return False
@@ -250,6 +258,11 @@ class _HTTPConnection:
                 return None
             if isinstance(event, h11.Request):
                 self.pending = False
+                if _head_size(event) > self.config.max_head_bytes:
+                    # h11 bounds only a head still incomplete; one that came whole in one
+                    # read is measured here.
+                    await self._error(431)
+                    return None
                 return event
             if event is not h11.NEED_DATA:
                 return None  # ConnectionClosed (or PAUSED, which cannot happen here)
@@ -680,16 +693,18 @@ async def lifespan(app: ASGIApp, state: dict[str, Any], *,
         await started.wait()
         if failure:
             shield.cancel()
-            raise LifespanFailed(failure[0])
-        try:
-            yield
-        finally:
-            with trio.CancelScope(shield=True):
-                with trio.move_on_after(shutdown_timeout):
-                    if not stopped.is_set():
-                        await to_app.send({"type": "lifespan.shutdown"})
-                    await stopped.wait()
-                shield.cancel()
+        else:
+            try:
+                yield
+            finally:
+                with trio.CancelScope(shield=True):
+                    with trio.move_on_after(shutdown_timeout):
+                        if not stopped.is_set():
+                            await to_app.send({"type": "lifespan.shutdown"})
+                        await stopped.wait()
+                    shield.cancel()
+    if failure:  # raised here, outside the nursery, so that it is not wrapped in a group
+        raise LifespanFailed(failure[0])
 
 
 class LifespanFailed(Exception):
