@@ -209,14 +209,14 @@ class _HTTPConnection:
             self.client = self.local = None
 
     # -------------------------------------------------------------------- the socket
-    async def _read(self) -> None:
+    async def read(self) -> None:
         """Checkpoint. Feed the next bytes, or the EOF, to h11."""
         data = await self.stream.receive_some(RECV)
         self.h11.receive_data(data)
         if not data:
             self.eof = True
 
-    async def _write(self, data: bytes) -> None:
+    async def write(self, data: bytes) -> None:
         """Checkpoint. Raises _Closed when the client does not take the bytes in time."""
         if not data:
             return
@@ -226,7 +226,7 @@ class _HTTPConnection:
         if scope.cancelled_caught:
             raise _Closed("send timed out")
 
-    async def _error(self, status: int) -> None:
+    async def reply_error(self, status: int) -> None:
         with trio.move_on_after(1):
             await self.stream.send_all(error_response(status, REASONS.get(status, "Error"),
                                                       DATE.now(), self.server))
@@ -254,14 +254,14 @@ class _HTTPConnection:
             try:
                 event = self.h11.next_event()
             except h11.RemoteProtocolError as exc:
-                await self._error(exc.error_status_hint)
+                await self.reply_error(exc.error_status_hint)
                 return None
             if isinstance(event, h11.Request):
                 self.pending = False
                 if _head_size(event) > self.config.max_head_bytes:
                     # h11 bounds only a head still incomplete; one that came whole in one
                     # read is measured here.
-                    await self._error(431)
+                    await self.reply_error(431)
                     return None
                 return event
             if event is not h11.NEED_DATA:
@@ -272,7 +272,7 @@ class _HTTPConnection:
                 if self.drain.closing.is_set():
                     return None
                 with self.drain.idle(self.config.keep_alive_timeout) as idle:
-                    await self._read()
+                    await self.read()
                 if idle.cancelled_caught:
                     return None  # idle too long, or shutting down
                 self.pending = True
@@ -280,7 +280,7 @@ class _HTTPConnection:
             if head_deadline is None:
                 head_deadline = trio.current_time() + self.config.head_timeout
             with trio.CancelScope(deadline=head_deadline) as scope:
-                await self._read()
+                await self.read()
             if scope.cancelled_caught:
                 return None  # a head unfinished at the timeout: just close
 
@@ -295,12 +295,12 @@ class _HTTPConnection:
             log.exception("%s %s failed", request.method.decode("latin-1"),
                           request.target.decode("latin-1"))
             if not exchange.head_sent:
-                await self._error(500)
+                await self.reply_error(500)
             return False
         if not exchange.head_sent:
             log.error("%s %s: the app sent no response", request.method.decode("latin-1"),
                       request.target.decode("latin-1"))
-            await self._error(500)
+            await self.reply_error(500)
             return False
         if not exchange.done:
             return False
@@ -321,7 +321,7 @@ class _HTTPConnection:
                 if event is h11.NEED_DATA:
                     if self.eof:
                         return False
-                    await self._read()
+                    await self.read()
                 elif isinstance(event, h11.Data):
                     left -= len(event.data)
                     if left < 0:
@@ -379,7 +379,7 @@ class _Exchange:
             return {"type": "http.disconnect"}
         if not self.body_done:
             if conn.h11.client_is_waiting_for_100_continue and not self.head_sent:
-                await conn._write(conn.h11.send(h11.InformationalResponse(status_code=100, headers=[])))
+                await conn.write(conn.h11.send(h11.InformationalResponse(status_code=100, headers=[])))
             chunks: list[bytes] = []
             while True:
                 try:
@@ -398,7 +398,7 @@ class _Exchange:
                         return {"type": "http.request", "body": b"".join(chunks),
                                 "more_body": True}
                     with trio.move_on_after(conn.config.body_timeout) as scope:
-                        await conn._read()
+                        await conn.read()
                     if scope.cancelled_caught:
                         self.disconnected = True
                         return {"type": "http.disconnect"}
@@ -462,7 +462,7 @@ class _Exchange:
         if not more:
             out += conn.h11.send(h11.EndOfMessage()) or b""
             self.done = True
-        await conn._write(out or b"")
+        await conn.write(out or b"")
 
 
 class _WebSocket:
@@ -500,10 +500,10 @@ class _WebSocket:
         except h11.RemoteProtocolError:
             event = None
         if not isinstance(event, h11.EndOfMessage) or b"sec-websocket-key" not in self.headers:
-            await conn._error(400)
+            await conn.reply_error(400)
             return
         if self.headers.get(b"sec-websocket-version") != b"13":
-            await conn._error(426)
+            await conn.reply_error(426)
             return
         async with trio.open_nursery() as nursery:
             self.nursery = nursery
@@ -515,12 +515,12 @@ class _WebSocket:
             except Exception:
                 log.exception("WebSocket %s failed", self.request.target.decode("latin-1"))
                 if not self.accepted and not self.closed:
-                    await conn._error(500)
+                    await conn.reply_error(500)
                     self.closed = True
             if not self.accepted and not self.closed:
                 log.error("WebSocket %s: the app neither accepted nor closed",
                           self.request.target.decode("latin-1"))
-                await conn._error(500)
+                await conn.reply_error(500)
             elif self.accepted and not self.closed:
                 await self._close(1000)
             nursery.cancel_scope.cancel()
@@ -540,7 +540,7 @@ class _WebSocket:
             return
         self.closed = True
         try:
-            await self.conn._write(self.ws.send(
+            await self.conn.write(self.ws.send(
                 wsproto.events.CloseConnection(code=code, reason=reason or None)))
         except (_Closed, trio.BrokenResourceError, trio.ClosedResourceError,
                 wsproto.utilities.LocalProtocolError):
@@ -571,7 +571,7 @@ class _WebSocket:
             self.ws = wsproto.connection.Connection(wsproto.ConnectionType.SERVER,
                                                     trailing_data=bytes(trailing))
             self.accepted = True
-            await conn._write(out or b"")
+            await conn.write(out or b"")
             self.nursery.start_soon(self._reader)
         elif kind == "websocket.send":
             if not self.accepted:
@@ -582,12 +582,12 @@ class _WebSocket:
                 data = self.ws.send(wsproto.events.BytesMessage(data=bytes(message["bytes"])))
             else:
                 data = self.ws.send(wsproto.events.TextMessage(data=str(message["text"])))
-            await conn._write(data)
+            await conn.write(data)
         elif kind == "websocket.close":
             if not self.accepted:
                 if not self.closed:
                     self.closed = True
-                    await conn._error(403)  # ASGI: a close before accept refuses with 403
+                    await conn.reply_error(403)  # ASGI: a close before accept refuses with 403
                 return
             await self._close(int(message.get("code", 1000)), message.get("reason") or "")
         else:
@@ -606,12 +606,12 @@ class _WebSocket:
             while True:
                 for event in ws.events():
                     if isinstance(event, wsproto.events.Ping):
-                        await self.conn._write(ws.send(event.response()))
+                        await self.conn.write(ws.send(event.response()))
                     elif isinstance(event, wsproto.events.CloseConnection):
                         code = event.code
                         if not self.closed:
                             self.closed = True
-                            await self.conn._write(ws.send(event.response()))
+                            await self.conn.write(ws.send(event.response()))
                         return
                     elif isinstance(event, wsproto.events.Message):
                         parts.append(event.data)
