@@ -101,17 +101,20 @@ def test_swarmd_drains_a_request_in_flight_on_sigterm(tmp_path: Path) -> None:
     try:
         c.send(post("/api/drones/register", {"name": "drain-1", "cores": 2}, ""))
         reg = json.loads(c.response()[2])
-        # A lease long-poll that waits 2 s; the query string takes it past the drone lane to
-        # the HTTP/1.1 server and the Quart app.
-        c.send(post(f"/api/drones/{reg['drone_id']}/lease?via=app",
-                    {"session": reg["session"], "wait_s": 2}, ""))
-        time.sleep(0.5)  # let swarmd start the call (its answer is due 2 s after it began)
+        # A lease call with "Expect: 100-continue" (which takes it past the drone lane to the
+        # HTTP/1.1 server and the Quart app): the 100 comes when the app asks for the body,
+        # so once it is here the request is in flight, for certain.
+        body = json.dumps({"session": reg["session"], "wait_s": 0}).encode()
+        c.send(f"POST /api/drones/{reg['drone_id']}/lease HTTP/1.1\r\nHost: x\r\n"
+               f"Expect: 100-continue\r\nContent-Length: {len(body)}\r\n\r\n".encode())
+        assert c.response()[0] == 100
         assert sd.proc is not None
         sd.proc.send_signal(signal.SIGTERM)
-        wait_until(lambda: refused(sd.port))
-        status, headers, body = c.response()
-        assert (status, body) == (204, b"")
-        assert headers.get("server") != "swarmd"  # the app answered, not the lane
+        wait_until(lambda: refused(sd.port))  # no new connections while it drains
+        c.send(body)
+        status, headers, doc = c.response()
+        assert (status, doc) == (204, b"")
+        assert headers.get("connection") == "close"
         assert sd.proc.wait(15) == 0
     finally:
         c.close()
