@@ -364,3 +364,36 @@ async def test_graceful_shutdown() -> None:
     assert ws_closed.value.reason is not None
     assert ws_closed.value.reason.code == 1001
     assert log[-1] == "shutdown"
+
+
+async def test_client_gone_mid_response_is_not_an_error(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A client that hangs up while a long response streams ends that connection quietly,
+    also when the app sends from a task of its own (quart-trio's nursery)."""
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        for _ in range(10_000):
+            await send({"type": "http.response.body", "body": b"x" * 65536, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    quart = QuartTrio("streaming")
+
+    @quart.route("/stream")
+    async def stream() -> Any:
+        async def chunks() -> AsyncIterator[bytes]:
+            for _ in range(10_000):
+                yield b"x" * 65536
+
+        return chunks()
+
+    with caplog.at_level("DEBUG"):
+        for served, target in ((app, b"/"), (quart, b"/stream")):
+            async with serving(served, ServerConfig(send_timeout=2)) as port:
+                async with connect(port) as c:
+                    await c.send(b"GET " + target + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+                    assert await c.stream.receive_some(1000)
+                await trio.sleep(0.2)
+    bad = [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL") or r.exc_info]
+    assert bad == [], [r.getMessage() for r in bad]

@@ -136,6 +136,17 @@ class _Closed(Exception):
     """The connection cannot continue (a write timed out, the peer broke the protocol)."""
 
 
+GONE = (_Closed, trio.BrokenResourceError, trio.ClosedResourceError)
+
+
+def _client_gone(exc: BaseException) -> bool:
+    """True for an error that only says the client went away, also inside the exception
+    group of the app's nursery (quart-trio sends from a task of its own)."""
+    if isinstance(exc, BaseExceptionGroup):
+        return exc.split(GONE)[1] is None
+    return isinstance(exc, GONE)
+
+
 def error_response(status: int, reason: str, date: bytes, server: bytes) -> bytes:
     """A whole response that ends the connection, for what never reached the app."""
     body = f"{status} {reason}\n".encode()
@@ -244,7 +255,7 @@ class _HTTPConnection:
                 if not await self._exchange(request):
                     await self._linger()
                     return
-        except (_Closed, trio.BrokenResourceError, trio.ClosedResourceError):
+        except GONE:
             return
 
     async def _next_request(self) -> h11.Request | None:
@@ -289,9 +300,9 @@ class _HTTPConnection:
         exchange = _Exchange(self, request)
         try:
             await self.app(exchange.scope(), exchange.receive, exchange.send)
-        except (_Closed, trio.BrokenResourceError, trio.ClosedResourceError):
-            return False
-        except Exception:
+        except Exception as exc:
+            if _client_gone(exc):
+                return False
             log.exception("%s %s failed", request.method.decode("latin-1"),
                           request.target.decode("latin-1"))
             if not exchange.head_sent:
@@ -379,7 +390,8 @@ class _Exchange:
             return {"type": "http.disconnect"}
         if not self.body_done:
             if conn.h11.client_is_waiting_for_100_continue and not self.head_sent:
-                await conn.write(conn.h11.send(h11.InformationalResponse(status_code=100, headers=[])))
+                go_on = h11.InformationalResponse(status_code=100, headers=[])
+                await conn.write(conn.h11.send(go_on) or b"")
             chunks: list[bytes] = []
             while True:
                 try:
@@ -510,13 +522,15 @@ class _WebSocket:
             nursery.start_soon(self._on_shutdown)
             try:
                 await conn.app(self.scope(), self.receive, self.send)
-            except (_Closed, trio.BrokenResourceError, trio.ClosedResourceError):
-                pass
-            except Exception:
-                log.exception("WebSocket %s failed", self.request.target.decode("latin-1"))
-                if not self.accepted and not self.closed:
-                    await conn.reply_error(500)
-                    self.closed = True
+            except Exception as exc:
+                if _client_gone(exc):
+                    self.closed = True  # nothing more can be sent
+                else:
+                    log.exception("WebSocket %s failed", self.request.target.decode("latin-1"))
+                    if not self.accepted and not self.closed:
+                        self.closed = True
+                        await conn.reply_error(500)
+                    await self._close(1011)  # accepted: "internal error"
             if not self.accepted and not self.closed:
                 log.error("WebSocket %s: the app neither accepted nor closed",
                           self.request.target.decode("latin-1"))
@@ -542,8 +556,7 @@ class _WebSocket:
         try:
             await self.conn.write(self.ws.send(
                 wsproto.events.CloseConnection(code=code, reason=reason or None)))
-        except (_Closed, trio.BrokenResourceError, trio.ClosedResourceError,
-                wsproto.utilities.LocalProtocolError):
+        except (*GONE, wsproto.utilities.LocalProtocolError):
             pass
 
     async def receive(self) -> Message:
@@ -634,8 +647,7 @@ class _WebSocket:
                         pass
                     return
                 ws.receive_data(data)
-        except (_Closed, trio.BrokenResourceError, trio.ClosedResourceError,
-                wsproto.utilities.RemoteProtocolError):
+        except (*GONE, wsproto.utilities.RemoteProtocolError):
             code = 1006
         finally:
             try:
