@@ -5,9 +5,11 @@ Task tree (``run``)::
     run
     +-- probe            GET /api/status every probe_interval_s
     +-- replayer         forwards the spool when swarmd is up
-    +-- admin listener   Hypercorn on admin_listen (admin routes, /health, /metrics)
-    +-- public listener  wsfront.serve_public (HTTP + /ws/build-status) on listen,
-    |                    or plain Hypercorn when the push modules are not there
+    +-- admin listener   Hypercorn (hypercorn.trio.serve) on admin_listen (admin routes,
+    |                    /health, /metrics)
+    +-- public listener  wsfront.serve_public (swarmlib.front + swarmlib.http1: HTTP and
+    |                    /ws/build-status) on listen, or plain Hypercorn when the push
+    |                    modules are not there
     +-- hub subscriber   swarmd's /api/events -> WebSocket clients (with the push modules)
 
 ``main()`` adds the signal watcher: SIGTERM/SIGINT stop the listeners from accepting, give
@@ -36,10 +38,12 @@ from gatewayd.config import GatewayConfig, load_config
 from gatewayd.probe import run_probe
 from swarmlib import logsetup
 from swarmlib.errors import ConfigError
+from swarmlib.http1 import ServerConfig
 
 log = logging.getLogger("gatewayd")
 
 DRAIN_S = 5.0
+PUBLIC_CONFIG = ServerConfig(graceful_timeout=DRAIN_S)
 
 
 @attrs.frozen
@@ -168,11 +172,15 @@ async def _serve_public(
     async with trio.open_nursery() as nursery:
         await nursery.start(partial(
             hub.run_subscriber, cfg.orchestrator, cfg.control_token, gw.http))
-        bound = await nursery.start(partial(wsfront.serve_public, app, host, port, hub))
-        task_status.started(bound)
-        if shutdown is not None:
-            await shutdown.wait()
-            nursery.cancel_scope.cancel()
+        try:
+            async with trio.open_nursery() as public:
+                bound = await public.start(partial(
+                    wsfront.serve_public, app, host, port, hub, config=PUBLIC_CONFIG,
+                    shutdown=shutdown))
+                task_status.started(bound)
+            # serve_public returned: shutdown came and the requests in flight have finished.
+        finally:
+            nursery.cancel_scope.cancel()  # the subscriber has nobody left to feed
 
 
 def _version() -> str:
