@@ -33,6 +33,7 @@ from gatewayd import page
 from gatewayd.auth import KEY_PARAMS, AdminAuth, Outcome
 from gatewayd.cache import Entry, FetchFailed, TTLCache
 from gatewayd.config import MAX_BODY_BYTES, GatewayConfig
+from gatewayd.forwarded import TrustedProxies
 from gatewayd.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from gatewayd.metrics import Metrics
 from gatewayd.probe import Probe, ProbeState
@@ -92,6 +93,8 @@ class Gateway:
     auth: AdminAuth
     metrics: Metrics
     upstream: Upstream
+    # Who may name the client in Forwarded / X-Forwarded-For (the admin lockout is per client).
+    proxies: TrustedProxies = attrs.field(factory=TrustedProxies)
     # Queue depth samples for the status page, fed by the push hub (gatewayd.main).
     queue_history: QueueHistory = attrs.field(factory=QueueHistory)
 
@@ -150,7 +153,8 @@ class Gateway:
         auth = AdminAuth(cfg.admin_keys, max_failures=cfg.auth_max_failures,
                          window_s=cfg.auth_window_s, lockout_s=cfg.auth_lockout_s)
         return cls(cfg=cfg, http=http, sanitizer=sanitizer, probe=probe, cache=cache,
-                   spool=spool, replayer=replayer, auth=auth, metrics=metrics, upstream=upstream)
+                   spool=spool, replayer=replayer, auth=auth, metrics=metrics, upstream=upstream,
+                   proxies=cfg.proxies())
 
     # -- public data ----------------------------------------------------------------------------
 
@@ -235,8 +239,12 @@ def with_orchestrator_state(route: str, data: dict[str, Any], up: bool) -> dict[
     return data
 
 
-def _client_addr() -> str:
-    return request.remote_addr or "unknown"
+def _client_addr(gw: Gateway) -> str:
+    """The client of this request: the TCP peer, or behind a trusted reverse proxy the address
+    the proxy reports (gatewayd.forwarded)."""
+    return gw.proxies.client(request.remote_addr or "unknown",
+                             forwarded=request.headers.getlist("Forwarded"),
+                             x_forwarded_for=request.headers.getlist("X-Forwarded-For"))
 
 
 # -- the apps -------------------------------------------------------------------------------------
@@ -478,7 +486,7 @@ def static_response(files: dict[str, page.StaticFile], name: str) -> Response:
 
 def _admin_check(gw: Gateway) -> Response | None:
     """None if the caller may use the admin API, else the refusal to send."""
-    client = _client_addr()
+    client = _client_addr(gw)
     now = trio.current_time()
     if any(k.lower() in KEY_PARAMS for k in request.args):
         gw.metrics.admin_auth_failures.labels(reason="query_string").inc()
