@@ -17,8 +17,8 @@ import pytest
 import trio
 import trio_websocket
 
+from harness.swarm import wait_for
 from tests.conftest import BIN, SwarmdProc, free_port, wait_http
-from tests.harness import wait_for
 
 pytestmark = pytest.mark.slow
 
