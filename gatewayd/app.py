@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import os
 import re
 import secrets
 import uuid
@@ -38,10 +37,12 @@ from gatewayd.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from gatewayd.metrics import Metrics
 from gatewayd.probe import Probe, ProbeState
 from gatewayd.push import QueueHistory
-from gatewayd.sanitize import LeakRefused, Sanitizer, utc_now_iso
+from gatewayd.sanitize import LeakRefused, Sanitizer
 from gatewayd.spool import Offload, Replayer, Spool, SpoolFull, SpoolItem
 from gatewayd.upstream import Upstream
 from swarmlib import target as swarmtarget
+from swarmlib.files import atomic_write
+from swarmlib.timefmt import utc_now_iso
 
 log = logging.getLogger("gatewayd.app")
 
@@ -69,13 +70,7 @@ def alias_key_for(cfg: GatewayConfig) -> bytes:
         pass
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     key = secrets.token_bytes(32)
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(key.hex() + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    atomic_write(path, (key.hex() + "\n").encode(), mode=0o600)
     return key
 
 

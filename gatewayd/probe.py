@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import trio
 
-from gatewayd.sanitize import utc_now_iso
+from swarmlib.timefmt import utc_now_iso
 
 log = logging.getLogger("gatewayd.probe")
 
