@@ -252,7 +252,6 @@ class Replayer:
         self.rng = rng or random.Random()
         self._wake = trio.Event()
         self.forwarded = 0
-        self.dead_lettered = 0
 
     def kick(self) -> None:
         self._wake.set()
@@ -281,7 +280,6 @@ class Replayer:
                 continue
             if result is not None and 400 <= result[0] < 500 and result[0] not in (408, 429):
                 await self.offload(self.spool.dead, item, result[0], result[1])
-                self.dead_lettered += 1
                 log.error(
                     "orchestrator refused spooled request with HTTP %d; moved to dead/",
                     result[0], extra={"ids": {"request_id": item.request_id}},

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -41,10 +41,3 @@ async def orch(tmp_path: Path) -> AsyncIterator[Orchestrator]:
         await nursery.start(o.run)
         yield o
         nursery.cancel_scope.cancel()
-
-
-@pytest.fixture
-def swarmd_proc(tmp_path: Path) -> Iterator[SwarmdProc]:
-    p = SwarmdProc(tmp_path / "state", tmp_path / "swarmd.log").start()
-    yield p
-    p.stop()
