@@ -32,12 +32,12 @@ import hmac
 import ipaddress
 import re
 from collections.abc import Iterable, Iterator, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from swarmlib.counts import count_states, public_counts
 from swarmlib.errors import SwarmError
-from swarmlib.timefmt import utc_now_iso
+from swarmlib.timefmt import iso, utc_now_iso
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -697,8 +697,7 @@ class Sanitizer:
                 eta = max(eta, work / cap, crit * 8 / max(fastest.get(key, 8), 1))
             else:
                 item["estimate_s"] = round(eta)
-                item["estimated_finish"] = (now + timedelta(seconds=round(eta))).strftime(
-                    "%Y-%m-%dT%H:%M:%SZ")
+                item["estimated_finish"] = iso(now.timestamp() + round(eta))
         opened.sort(key=lambda i: i["created"] or "")
         finished.sort(key=lambda i: i["finished"] or "", reverse=True)
         data = {

@@ -163,7 +163,7 @@ COPIES = {
     "gatewayd/app.py": ["os.fsync(", "def utc_now_iso", "strftime("],
     "gatewayd/main.py": ["NOTIFY_SOCKET", "socket.socket("],
     "gatewayd/probe.py": ["def utc_now_iso"],
-    "gatewayd/sanitize.py": ["def utc_now_iso", "def queue_counts", '"ready")'],
+    "gatewayd/sanitize.py": ["def utc_now_iso", "def queue_counts", '"ready")', "%SZ"],
     "lib/swarmlib/cli.py": ["backoff * 2", "Counter("],
     "demo/__main__.py": ["counts.get(e[\"state\"], 0) + 1"],
     "bench/page.py": ["def iso("],
