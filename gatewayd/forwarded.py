@@ -4,7 +4,9 @@ Pure (no trio, no Quart). The TCP peer is the client unless it is one of the con
 ``trusted_proxies``; only then are ``Forwarded`` (RFC 7239) or, when that is absent,
 ``X-Forwarded-For`` read. Each proxy appends the address it saw, so the list reads
 client, proxy1, proxy2, ... and only its right end is vouched for: the client is the
-rightmost hop that is not itself a trusted proxy. Anything to the left of that hop was written
+rightmost hop that is not itself a trusted proxy. When a request carries both headers and they
+name different clients, the peer is the client: a proxy that appends to one header passes the
+other through as the client wrote it, and which is which cannot be told. Anything to the left of that hop was written
 by the client and may be forged. A hop that is not an address (``unknown``, an obfuscated
 ``_name``, garbage) stops the walk and the trusted proxy that reported it is taken as the
 client: such requests share the proxy's lockout rather than escape it.
@@ -139,8 +141,19 @@ class TrustedProxies:
         peer_addr = parse_node(peer)
         if peer_addr is None or not self.trusts(peer_addr):
             return str(peer_addr) if peer_addr is not None else peer
-        hops = forwarded_for(forwarded) if forwarded else _x_forwarded_for(x_forwarded_for)
-        nearest = peer_addr  # the closest hop known to be a trusted proxy
+        found = set()
+        if forwarded:
+            found.add(self._walk(peer_addr, forwarded_for(forwarded)))
+        if x_forwarded_for:
+            found.add(self._walk(peer_addr, _x_forwarded_for(x_forwarded_for)))
+        if len(found) == 1:
+            return found.pop()
+        # No header, or two that disagree: a proxy that writes one header passes the other on
+        # as the client sent it, and which one is the proxy's cannot be told. Neither is believed.
+        return str(peer_addr)
+
+    def _walk(self, peer: Address, hops: Sequence[str]) -> str:
+        nearest = peer  # the closest hop known to be a trusted proxy
         for node in reversed(hops):
             addr = parse_node(node)
             if addr is None:

@@ -85,9 +85,12 @@ def test_client_is_rightmost_untrusted_hop() -> None:
                     x_forwarded_for=["6.6.6.6, 203.0.113.5"]) == "203.0.113.5"
     assert t.client("10.0.0.2", forwarded=[],
                     x_forwarded_for=["6.6.6.6, 203.0.113.5, 10.0.0.7"]) == "203.0.113.5"
-    # Forwarded wins over X-Forwarded-For when both are present.
+    # Both headers: believed when they agree; when they disagree (the proxy appends to one and
+    # passes the other through as the client wrote it), neither is: the peer is the client.
     assert t.client("10.0.0.2", forwarded=['for="[2001:db8::7]:1234"'],
-                    x_forwarded_for=["203.0.113.5"]) == "2001:db8::7"
+                    x_forwarded_for=["2001:db8::7"]) == "2001:db8::7"
+    assert t.client("10.0.0.2", forwarded=["for=6.6.6.6"],
+                    x_forwarded_for=["203.0.113.5"]) == "10.0.0.2"
     # A hop that is not an address: the trusted proxy that reported it is the client.
     assert t.client("10.0.0.2", forwarded=["for=unknown, for=10.0.0.7"],
                     x_forwarded_for=[]) == "10.0.0.7"
@@ -161,6 +164,21 @@ async def test_clients_behind_trusted_proxy_have_separate_lockouts(
     # The locked client cannot escape by prepending a forged hop (the proxy appends the real one).
     forged = await rig.client.get(PATH, headers={"X-Admin-Key": KEY1,
                                                  "X-Forwarded-For": "1.1.1.1, 203.0.113.5"},
+                                  scope_base={"client": PROXY})
+    assert forged.status_code == 429
+    # Nor by adding a Forwarded header the proxy passes through (it disagrees with the
+    # X-Forwarded-For the proxy wrote): the request then counts as the proxy's own.
+    forged = await rig.client.get(PATH, headers={"X-Admin-Key": KEY1,
+                                                 "X-Forwarded-For": "203.0.113.5",
+                                                 "Forwarded": "for=198.51.100.1"},
+                                  scope_base={"client": PROXY})
+    assert forged.status_code == 200  # the proxy's own key is not locked ...
+    await _fail_until_locked(rig, headers={"X-Forwarded-For": "203.0.113.5",
+                                           "Forwarded": "for=198.51.100.2"})
+    # ... but guessing there locks the proxy's key, not a fresh address per forged value.
+    forged = await rig.client.get(PATH, headers={"X-Admin-Key": KEY1,
+                                                 "X-Forwarded-For": "203.0.113.5",
+                                                 "Forwarded": "for=198.51.100.3"},
                                   scope_base={"client": PROXY})
     assert forged.status_code == 429
 
