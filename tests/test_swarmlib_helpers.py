@@ -9,6 +9,7 @@ import random
 import stat
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -72,6 +73,26 @@ def test_atomic_write_replaces_whole_file_with_mode(tmp_path: Path) -> None:
     assert p.read_bytes() == b"second, longer than the first"
     assert stat.S_IMODE(p.stat().st_mode) == 0o644
     assert sorted(x.name for x in p.parent.iterdir()) == ["doc.json"]  # no temp file left
+
+
+def test_atomic_write_of_pieces(tmp_path: Path) -> None:
+    p = tmp_path / "snapshot.json"
+    files.atomic_write(p, (piece for piece in [b'{"a": ', b"1", b"}"]))
+    assert p.read_bytes() == b'{"a": 1}'
+
+
+def test_atomic_write_failure_in_a_piece_keeps_the_old_file(tmp_path: Path) -> None:
+    p = tmp_path / "snapshot.json"
+    files.atomic_write(p, b"old")
+
+    def pieces() -> Iterator[bytes]:
+        yield b"half of the new"
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="No space"):
+        files.atomic_write(p, pieces())
+    assert p.read_bytes() == b"old"
+    assert [x.name for x in tmp_path.iterdir()] == ["snapshot.json"]
 
 
 def test_atomic_write_through_a_tmp_dir(tmp_path: Path) -> None:

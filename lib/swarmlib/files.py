@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 
@@ -35,9 +36,10 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: Path, data: bytes, *, mode: int = 0o600,
+def atomic_write(path: Path, data: bytes | Iterable[bytes], *, mode: int = 0o600,
                  tmp_dir: Path | None = None) -> None:
-    """Replace ``path`` with ``data``: write ``<tmp_dir or path's dir>/.<name>.tmp`` (created
+    """Replace ``path`` with ``data`` (bytes, or pieces of it written in turn, so a large
+    document need not be joined in memory first): write ``<tmp_dir or path's dir>/.<name>.tmp`` (created
     with ``mode``), fsync it, rename it over ``path``, fsync ``path``'s directory.
 
     ``tmp_dir`` must be on the same file system (a spool keeps its temp files apart so that a
@@ -48,7 +50,11 @@ def atomic_write(path: Path, data: bytes, *, mode: int = 0o600,
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            if isinstance(data, bytes | bytearray | memoryview):
+                fh.write(data)
+            else:
+                for piece in data:
+                    fh.write(piece)
             fh.flush()
             os.fchmod(fh.fileno(), mode)  # the umask does not narrow what the caller asked for
             os.fsync(fh.fileno())
