@@ -19,9 +19,7 @@ in-flight requests ``DRAIN_S`` to finish, cancel the rest and exit 0.
 from __future__ import annotations
 
 import logging
-import os
 import signal
-import socket
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
@@ -36,7 +34,7 @@ from hypercorn.trio import serve as hypercorn_serve
 from gatewayd.app import Gateway, create_app
 from gatewayd.config import GatewayConfig, load_config
 from gatewayd.probe import run_probe
-from swarmlib import logsetup
+from swarmlib import logsetup, sdnotify
 from swarmlib.errors import ConfigError
 from swarmlib.http1 import ServerConfig
 
@@ -189,30 +187,15 @@ def _version() -> str:
     return swarmlib.__version__
 
 
-def notify_systemd(state: str) -> None:
-    """Send ``state`` (``READY=1``) to $NOTIFY_SOCKET if set; a failure is logged, not fatal."""
-    addr = os.environ.get("NOTIFY_SOCKET")
-    if not addr:
-        return
-    if addr.startswith("@"):
-        addr = "\0" + addr[1:]
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-            sock.connect(addr)
-            sock.sendall(state.encode())
-    except OSError as exc:
-        log.warning("could not notify systemd (%s)", exc.strerror)
-
-
 async def _main(cfg: GatewayConfig) -> None:
     shutdown = trio.Event()
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
             await nursery.start(partial(run, cfg, shutdown=shutdown))
-            notify_systemd("READY=1")
+            sdnotify.ready()
             async for signum in signals:
                 log.info("%s received: draining and stopping", signal.Signals(signum).name)
-                notify_systemd("STOPPING=1")
+                sdnotify.stopping()
                 shutdown.set()
                 break
             # run() returns after the drain; a second signal or the deadline cuts it short.
