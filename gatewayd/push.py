@@ -33,9 +33,8 @@ import collections
 import json
 import logging
 import math
-import random
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -44,20 +43,20 @@ import trio
 import trio_websocket
 
 from gatewayd.wsserver import ConnectionClosed, ServerWebSocket, text_frame
+from swarmlib.backoff import Backoff
+from swarmlib.counts import public_counts
+from swarmlib.timefmt import utc_now_iso
 
 log = logging.getLogger("gatewayd.push")
 
 PUBLIC_TYPES = frozenset({"drone_status", "build_progress", "queue_update", "build_complete"})
 
-# Reconnect backoff of the upstream subscription (seconds): doubles from MIN to MAX, with jitter.
+# Reconnect backoff of the upstream subscription (seconds): doubles from MIN to MAX, with
+# swarmlib.backoff's equal jitter.
 BACKOFF_MIN_S = 0.5
 BACKOFF_MAX_S = 30.0
 # Bounded cleanup on shutdown: a 1001 "going away" close to each client, at most this long.
 CLOSE_GRACE_S = 1.0
-
-
-def utc_now_iso() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def events_url(orchestrator_url: str, since: int | None) -> str:
@@ -100,23 +99,8 @@ def snapshot_events(drones_doc: Any, status_doc: Any, *, seq: int, now: str) -> 
         )
     counts = status_doc.get("counts") if isinstance(status_doc, dict) else None
     if isinstance(counts, dict):
-
-        def n(*keys: str) -> int:
-            return sum(int(counts.get(k) or 0) for k in keys)
-
-        events.append(
-            {
-                "seq": seq,
-                "type": "queue_update",
-                "timestamp": now,
-                "data": {
-                    "pending": n("pending", "ready"),
-                    "building": n("assigned", "building"),
-                    "completed": n("built"),
-                    "failed": n("failed", "blocked"),
-                },
-            }
-        )
+        events.append({"seq": seq, "type": "queue_update", "timestamp": now,
+                       "data": public_counts(counts)})
     return events
 
 
@@ -407,7 +391,7 @@ class Hub:
         were, so a later ``run_subscriber`` resumes where this one stopped.
         """
         headers = [(b"Authorization", f"Bearer {control_token}".encode())] if control_token else []
-        backoff = BACKOFF_MIN_S
+        backoff = Backoff(BACKOFF_MIN_S, BACKOFF_MAX_S)
         task_status.started()
         while True:
             url = events_url(orchestrator_url, self.last_seq)
@@ -424,7 +408,7 @@ class Hub:
                         self.upstream_connected = True
                         self.connects += 1
                         log.info("subscribed to %s", url)
-                        backoff = BACKOFF_MIN_S
+                        backoff.reset()
                         broken: BaseException | None = None
                         async with trio.open_nursery() as nursery:
                             nursery.start_soon(self._upstream_pinger, ws, connection)
@@ -444,9 +428,7 @@ class Hub:
                 log.warning("orchestrator event stream broke (%s); retrying", exc.__class__.__name__)
             finally:
                 self.upstream_connected = False
-            delay = backoff * random.uniform(0.5, 1.5)
-            backoff = min(backoff * 2, BACKOFF_MAX_S)
-            await trio.sleep(delay)
+            await trio.sleep(backoff.next())
 
     # -- clients -----------------------------------------------------------------------------
 
