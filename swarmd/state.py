@@ -292,6 +292,10 @@ class State:
     def _key(self, e: Entry) -> tuple[int, float, int, str]:
         return (-e.req_priority, -e.crit_s, e.order, e.id)
 
+    def sort_key(self, e: Entry) -> tuple[int, float, int, str]:
+        """The queue's order: best first (request priority, critical path, submission)."""
+        return self._key(e)
+
     def _set_state(self, e: Entry, new: EntryState, ts: float) -> None:
         old = e.state
         if old == new:
@@ -367,7 +371,7 @@ class State:
             return "degraded"
         return "building" if d.builds else "ready"
 
-    def _drone_notice(self, d: Drone, ts: float) -> dict[str, Any]:
+    def drone_notice(self, d: Drone, ts: float) -> dict[str, Any]:
         current = None
         if d.builds:
             current = self.builds[d.builds[0]].cpv
@@ -385,7 +389,7 @@ class State:
             },
         }
 
-    def _progress_notice(self, b: Build, phase: str, ts: float) -> dict[str, Any]:
+    def progress_notice(self, b: Build, phase: str, ts: float) -> dict[str, Any]:
         e = self.entries[b.entry_id]
         cores = self.drones[b.drone_id].cores if b.drone_id in self.drones else 8
         est = e.estimate_s * 8 / max(cores, 1)
@@ -486,7 +490,7 @@ class State:
             e.build_id = None
             e.drone = None
             self._set_state(e, ES.READY, ts)
-        notices.append(self._progress_notice(b, "finished", ts))
+        notices.append(self.progress_notice(b, "finished", ts))
 
     # ---------------------------------------------------------------- events
     def _on_submit(self, ev: je.Submit) -> Outcome:
@@ -786,10 +790,10 @@ class State:
             if e.state in ACTIVE and e.build_id:
                 b = self.builds[e.build_id]
                 self._end_build(b, BR.CANCELLED, ts, "cancelled by operator")
-                notices.append(self._progress_notice(b, "finished", ts))
+                notices.append(self.progress_notice(b, "finished", ts))
                 d = self.drones.get(b.drone_id)
                 if d is not None:
-                    notices.append(self._drone_notice(d, ts))
+                    notices.append(self.drone_notice(d, ts))
             e.build_id = None
             self._finish_entry(e, ES.CANCELLED, ts, "cancelled by operator", notices,
                                blocked_ids)
@@ -832,7 +836,7 @@ class State:
         d.slots = max(1, ev.slots)
         d.online = True
         self._index_drone(d)
-        notices.append(self._drone_notice(d, ts))
+        notices.append(self.drone_notice(d, ts))
         if any(n["type"] == "build_progress" for n in notices):
             notices.append(self._queue_notice())
         return Outcome(result={"drone_id": did, "session": d.session}, notices=notices)
@@ -855,7 +859,7 @@ class State:
             return d
         d.target = ev.target
         d.target_id = ev.target_id
-        notices = [self._drone_notice(d, ts)]
+        notices = [self.drone_notice(d, ts)]
         self._fail_unbuildable(ts, notices)
         return Outcome(result={"drone_id": d.id, "target_id": d.target_id}, notices=notices)
 
@@ -873,7 +877,7 @@ class State:
         d.online = False
         self._index_drone(d)
         self._fail_unbuildable(ts, notices)
-        notices.append(self._drone_notice(d, ts))
+        notices.append(self.drone_notice(d, ts))
         notices.append(self._queue_notice())
         return Outcome(result={"drone_id": d.id, "status": "offline"}, notices=notices)
 
@@ -912,7 +916,7 @@ class State:
         e.build_id = bid
         e.drone = d.id
         self._set_state(e, ES.ASSIGNED, ts)
-        notices = [self._progress_notice(b, "started", ts), self._drone_notice(d, ts),
+        notices = [self.progress_notice(b, "started", ts), self.drone_notice(d, ts),
                    self._queue_notice()]
         return Outcome(
             result={"build_id": bid, "lease": b.lease, "package": e.cpv, "atom": "=" + e.cpv,
@@ -985,14 +989,14 @@ class State:
             b.result = None
             if e.state == "assigned":
                 self._set_state(e, ES.BUILDING, ts)
-            notices.append(self._progress_notice(b, "progress", ts))
+            notices.append(self.progress_notice(b, "progress", ts))
             notices[-1]["data"]["percent"] = 100.0
         elif result == "success":
             b.artifact = None if ev.artifact is None else dict(ev.artifact)
             self._succeed(b, e, d, ts, notices)
         else:  # failed
             self._fail(b, e, d, ts, ev.error or "build failed", notices)
-        notices.append(self._drone_notice(d, ts))
+        notices.append(self.drone_notice(d, ts))
         notices.append(self._queue_notice())
         return Outcome(result={"build_id": b.id, "state": e.state}, notices=notices)
 
@@ -1063,7 +1067,7 @@ class State:
         d.streak_cps = []
         d.cooldown_until = None
         d.next_cooldown_s = 0.0
-        notices.append(self._progress_notice(b, "finished", ts))
+        notices.append(self.progress_notice(b, "finished", ts))
         self._finish_entry(e, ES.BUILT, ts, None, notices)
 
     def _fail(self, b: Build, e: Entry, d: Drone, ts: float, error: str,
@@ -1082,7 +1086,7 @@ class State:
             d.cooldown_until = ts + cool
             d.next_cooldown_s = min(cool * 2, self.policy.cooldown_max_s)
             d.streak_cps = []
-        notices.append(self._progress_notice(b, "finished", ts))
+        notices.append(self.progress_notice(b, "finished", ts))
         e.build_id = None
         e.drone = None
         if e.state in FINAL:
