@@ -50,7 +50,7 @@ class DroneOps:
                  *, heartbeat_interval_s: float) -> None:
         self._durable = durable
         self._soft = soft
-        self._wakeups = wakeups
+        self.wakeups = wakeups  # the long-polls this part waits in
         self._logs = logs
         self.heartbeat_interval_s = heartbeat_interval_s
         self.watcher: Watcher | None = None  # set once the supervisor runs
@@ -196,10 +196,10 @@ class DroneOps:
             if remaining <= 0:
                 return None
             # The faster drones this one left work for decide now, not at their next wake-up.
-            self._wakeups.nudge(reserved)
+            self.wakeups.nudge(reserved)
             # Woken at once when work appears; re-decide at least every RECHECK_S.
             with trio.move_on_after(min(remaining, RECHECK_S)):
-                await self._wakeups.wait(drone_id)
+                await self.wakeups.wait(drone_id)
 
     def check_lease(self, build_id: str, lease: str) -> None:
         """Raise NotFound / StaleLease unless ``lease`` is ``build_id``'s current lease."""

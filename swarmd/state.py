@@ -26,7 +26,13 @@ Invariants (checked by tests/test_state_properties.py):
 - a request is complete iff every one of its entries is final.
 
 Soft state (heartbeat times, load, progress, lateness) lives in the shell, not here: it is not
-journaled and is rebuilt from the drones' next heartbeats after a restart.
+journaled and is rebuilt from the drones' next heartbeats after a restart. Restart commands for
+a drone's agent are durable (``Drone.commands``: ``restart_requested`` adds, a heartbeat's
+``restart_delivered`` or a new session clears).
+
+Events are the classes of ``swarmd.journal_events``; ``apply`` finds each one's handler in
+``_HANDLERS`` (class -> method), so an event without a handler is found by a test, not at
+replay.
 
 ``apply`` returns an ``Outcome``: the result for the caller (or a refusal that changed nothing)
 and the notices (live events) the shell publishes.
@@ -192,7 +198,7 @@ SNAPSHOT_TABLES = ("entries", "requests", "drones", "builds", "packages")
 def _record_fn(cls: type) -> Any:
     """A function ``obj -> dict`` equal to ``attrs.asdict(obj)`` for the state's classes,
     generated once per class as one dict display: about ten times faster than ``asdict``,
-    which matters because the snapshot is taken while commits wait (Orchestrator._compact).
+    which matters because the snapshot is taken while commits wait (Committer._compact).
     tests/test_state_properties.py checks it against ``attrs.asdict``."""
     parts = []
     for f in attrs.fields(cls):

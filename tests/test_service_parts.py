@@ -249,6 +249,7 @@ async def test_drone_ops_register_lease_complete(
 async def test_drone_ops_long_poll_is_woken_by_work(
         tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
     ops, durable, _w, _p = _ops(tmp_path)
+    wakeups = ops.wakeups
     reg = await ops.register(je.Register(ts=0.0, session="", name="d1", cores=8))
     got: dict[str, Any] = {}
 
@@ -260,7 +261,7 @@ async def test_drone_ops_long_poll_is_woken_by_work(
         nursery.start_soon(poll)
         await trio.sleep(2)
         await durable.commit(je.Submit(ts=_wall(), request_id="r1", packages=["a/b-1"]))
-        ops._wakeups.poke()  # what the committer's on_change does
+        wakeups.poke()  # what the committer's on_change does
     assert got["job"] is not None
     assert got["t"] < 2.5
 
