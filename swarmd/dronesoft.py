@@ -15,6 +15,7 @@ import attrs
 import trio
 
 from swarmd.events import EventHub
+from swarmd.journal_events import DroneStatus
 from swarmd.wakeups import Wakeups
 
 if TYPE_CHECKING:
@@ -85,13 +86,13 @@ class SoftState:
         return (free_slot and s.polling == 0
                 and trio.current_time() - s.last_poll > POLL_STALE_S)
 
-    def status(self, drone_id: str) -> str:
+    def status(self, drone_id: str) -> DroneStatus:
         """ready, building, degraded or offline (durable state, and lateness)."""
         st = self._durable.state
         d = st.drones[drone_id]
         status = st.drone_status(d, self._wall())
-        if status in ("ready", "building") and self.is_late(drone_id):
-            return "degraded"
+        if status in (DroneStatus.READY, DroneStatus.BUILDING) and self.is_late(drone_id):
+            return DroneStatus.DEGRADED
         return status
 
     def set_late(self, drone_id: str, late: bool) -> None:

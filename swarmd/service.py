@@ -33,6 +33,7 @@ from swarmd.droneops import DroneOps
 from swarmd.dronesoft import SoftState
 from swarmd.events import EventHub
 from swarmd.heartbeat import Supervisor
+from swarmd.journal_events import DroneStatus
 from swarmd.publish import Publisher
 from swarmd.state import Outcome, Policy, State
 from swarmd.wakeups import Wakeups
@@ -112,7 +113,7 @@ class Orchestrator:
             task_status.started()
 
     # ------------------------------------------------------------------ shortcuts
-    def drone_status(self, drone_id: str) -> str:
+    def drone_status(self, drone_id: str) -> DroneStatus:
         return self.soft.status(drone_id)
 
     async def register(self, body: je.Register) -> dict[str, Any]:

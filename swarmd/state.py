@@ -47,7 +47,7 @@ from typing import Any
 import attrs
 
 from swarmd import journal_events as je
-from swarmd.journal_events import BuildResult, BuildState, EntryState
+from swarmd.journal_events import BuildResult, BuildState, DroneStatus, EntryState
 from swarmd.journal_events import BuildResult as BR
 from swarmd.journal_events import BuildState as BS
 from swarmd.journal_events import EntryState as ES
@@ -370,12 +370,12 @@ class State:
     def _queue_notice(self) -> dict[str, Any]:
         return {"type": "queue_update", "data": self.queue_counts()}
 
-    def drone_status(self, d: Drone, now: float | None = None) -> str:
+    def drone_status(self, d: Drone, now: float | None = None) -> DroneStatus:
         if not d.online:
-            return "offline"
+            return DroneStatus.OFFLINE
         if d.cooldown_until is not None and now is not None and now < d.cooldown_until:
-            return "degraded"
-        return "building" if d.builds else "ready"
+            return DroneStatus.DEGRADED
+        return DroneStatus.BUILDING if d.builds else DroneStatus.READY
 
     def drone_notice(self, d: Drone, ts: float) -> dict[str, Any]:
         current = None
