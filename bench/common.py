@@ -6,10 +6,8 @@ import os
 import platform
 import random
 import signal
-import socket
 import statistics
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -17,9 +15,11 @@ from typing import Any
 import httpx
 import trio
 
-REPO = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
-EMPTY = REPO / "tests" / "data" / "empty.toml"
+# Re-exported: the benchmarks take these from here.
+from harness.procs import BIN as BIN
+from harness.procs import EMPTY as EMPTY
+from harness.procs import REPO as REPO
+from harness.procs import free_port as free_port
 
 
 def world_tree(n: int, prefix: str = "p", seed: int = 1) -> str:
@@ -40,12 +40,6 @@ def world_tree(n: int, prefix: str = "p", seed: int = 1) -> str:
             depth = max(0, min(depth + rng.choice([-1, 0, 1, 1]), 6))
     lines += ["", f"Total: {n} packages ({n} upgrades), Size of downloads: 1 KiB", ""]
     return "\n".join(lines)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Swarmd:

@@ -319,8 +319,12 @@ def run_one(n: int, seconds: float = 30.0, interval: float = 30.0, offline_after
 
 def run(drones: tuple[int, ...] = (100, 1000, 5000), seconds: float = 30.0,
         interval: float = 30.0, offline_after: float = 40.0,
-        build_s: float = 30.0) -> dict[str, Any]:
-    return {"runs": [run_one(n, seconds, interval, offline_after, build_s) for n in drones]}
+        build_s: float = 30.0, fast: tuple[int, ...] = ()) -> dict[str, Any]:
+    """Each N of ``drones`` at ``interval``; then each N of ``fast`` beating every second
+    (offline after 5 s, builds of 5 s): the heaviest request rate per drone a fleet makes."""
+    runs = [run_one(n, seconds, interval, offline_after, build_s) for n in drones]
+    runs += [run_one(n, seconds, 1.0, 5.0, 5.0) for n in fast]
+    return {"runs": runs}
 
 
 def main() -> None:

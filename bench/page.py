@@ -41,13 +41,13 @@ import tempfile
 import threading
 import time
 from collections import deque
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from bench.common import REPO, cpu_seconds, free_port, machine, pct
+from swarmlib.timefmt import iso
 
 CHROMIUM = os.environ.get("SWARM_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
@@ -74,10 +74,6 @@ new MutationObserver((muts) => {
   }
 }).observe(document, { childList: true, subtree: true });
 """
-
-
-def iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # ---------------------------------------------------------------------------- the fake swarmd

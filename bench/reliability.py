@@ -33,14 +33,12 @@ os.environ.setdefault("PORTAGE_OVERRIDE_EPREFIX", "/")
 import httpx  # noqa: E402
 import trio  # noqa: E402
 
+from harness import reliability_faults as rf  # noqa: E402
+from harness.procs import BIN, EMPTY, REPO, SwarmdProc, free_port, wait_http  # noqa: E402
+from harness.swarm import Swarm  # noqa: E402
 from swarmd import journal  # noqa: E402
-from tests import reliability_faults as rf  # noqa: E402
-from tests.conftest import REPO, SwarmdProc, free_port, wait_http  # noqa: E402
-from tests.harness import Swarm  # noqa: E402
 
-BIN = Path(sys.executable).parent
 OUT = REPO / "docs" / "RELIABILITY.md"
-EMPTY = REPO / "tests" / "data" / "empty.toml"
 
 
 class Item:
@@ -256,7 +254,7 @@ def item_lazy(it: Item, quick: bool) -> None:
     r = trio.run(rf.lazy_trials, n, 5)
     it.tried.append(f"{r['trials']} crashes of an in-process swarmd (real Orchestrator, real "
                     f"journal code, compaction every 4 KiB) whose journal is a LazyJournal "
-                    f"(tests/reliability_faults.py): at a random write (1st-120th) the "
+                    f"(harness/reliability_faults.py): at a random write (1st-120th) the "
                     f"'power fails' after write() and before fsync(); every byte written since "
                     f"the last fsync is dropped ({r['trials'] - r['torn_trials']} trials) or "
                     f"all but a random prefix survives ({r['torn_trials']} trials, a torn "
@@ -343,7 +341,7 @@ def item_resource(it: Item, quick: bool) -> None:
                 port = free_port()
                 url = f"http://127.0.0.1:{port}"
                 proc = subprocess.Popen(
-                    [sys.executable, "-m", "tests.fault_swarmd", what, errno_name, str(after),
+                    [sys.executable, "-m", "harness.fault_swarmd", what, errno_name, str(after),
                      "--", "--state-dir", str(state), "--listen", f"127.0.0.1:{port}",
                      "--config", str(EMPTY)], cwd=REPO, stdout=subprocess.PIPE,
                     stderr=subprocess.STDOUT, env={**os.environ, "PORTAGE_OVERRIDE_EPREFIX": "/"})
@@ -381,7 +379,7 @@ def item_resource(it: Item, quick: bool) -> None:
                 finally:
                     code = p.stop()
                 it.check(code == 0, f"restart after {what} {errno_name} exited {code}")
-        it.tried.append(f"swarmd under tests/fault_swarmd.py: {{write, fsync}} x {{ENOSPC, EIO}}"
+        it.tried.append(f"swarmd under harness/fault_swarmd.py: {{write, fsync}} x {{ENOSPC, EIO}}"
                         f", failing after 1/3/8 journal calls, {reps} run(s) each: "
                         f"{totals['runs']} runs, {totals['acked']} submissions acknowledged "
                         f"before the fault; every run exited non-zero with a 'fatal' line and "
@@ -592,7 +590,7 @@ def _openapi_validator() -> Callable[[str, str, int, Any], None] | None:
     import importlib
 
     try:  # jsonschema and PyYAML are test extras; without them responses are not validated
-        mod = importlib.import_module("tests.reliability_schema")
+        mod = importlib.import_module("harness.reliability_schema")
     except ImportError:
         return None
     v: Callable[[str, str, int, Any], None] = mod.ApiSchema().validate_any

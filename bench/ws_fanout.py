@@ -87,7 +87,6 @@ def kernel_stamp(ancdata: list[tuple[int, int, bytes]]) -> float | None:
 
 async def serve(clients: int, rate: float) -> None:
     """Child process: the gateway's public side with a fake event source."""
-    from hypercorn.config import Config
     from quart_trio import QuartTrio
 
     from gatewayd.push import Hub
@@ -103,11 +102,9 @@ async def serve(clients: int, rate: float) -> None:
                               "current_package": None}})
     hub.publish({"seq": 4, "type": "queue_update", "timestamp": "2026-02-23T10:30:00Z",
                  "data": {"pending": 10, "building": 2, "completed": 5, "failed": 0}})
-    config = Config()
-    config.accesslog = None
     async with trio.open_nursery() as nursery:
         port = await nursery.start(partial(
-            serve_public, QuartTrio("bench-fanout"), "127.0.0.1", 0, hub, hypercorn_config=config
+            serve_public, QuartTrio("bench-fanout"), "127.0.0.1", 0, hub
         ))
         print(port, flush=True)
         start = trio.current_time()

@@ -59,7 +59,7 @@ async def serve(mode: str) -> None:
                     return None
 
             port = await nursery.start(partial(
-                serve_public, app, "127.0.0.1", 0, Hub(NoSanitizer()), hypercorn_config=config
+                serve_public, app, "127.0.0.1", 0, Hub(NoSanitizer())
             ))
         else:
             from hypercorn.trio import serve as hypercorn_serve

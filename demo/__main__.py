@@ -31,6 +31,8 @@ from typing import Any
 
 import httpx
 
+from swarmlib.counts import count_states
+
 PROJECT = Path(__file__).resolve().parent.parent
 WORK = PROJECT / ".demo"
 BIN = Path(sys.executable).parent
@@ -116,9 +118,7 @@ class Live:
                 events.append(f"  {e['state']:<6} {e['cpv']}: {e.get('reason') or '-'}")
         self._event(events)
         done = sum(1 for e in queue if e["state"] in FINAL)
-        counts: dict[str, int] = {}
-        for e in queue:
-            counts[e["state"]] = counts.get(e["state"], 0) + 1
+        counts = count_states(queue)
         total = len(queue)
         head = (f"  {now - self.t0:5.1f}s [{bar(done / max(total, 1), 16)}] {done}/{total} "
                 f"built {counts.get('built', 0)} building "

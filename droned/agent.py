@@ -50,13 +50,13 @@ import trio
 
 from droned import artifact as art
 from droned import plan
-from droned.backoff import Backoff
 from droned.build import Build, run_process
 from droned.config import DroneConfig, substitute
 from droned.identity import Identity, detect, load_average
 from droned.logbuffer import LogBuffer
 from droned.outbox import Outbox
 from droned.portage_probe import use_mismatch
+from swarmlib.backoff import Backoff
 from swarmlib.errors import ConfigError
 from swarmlib.target import describe, read_target, target_id
 

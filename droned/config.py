@@ -18,10 +18,6 @@ DEFAULT_BUILD_COMMAND = ["emerge", "--oneshot", "--buildpkg", "--usepkg", "--get
                          "--usepkg-exclude={cp}", "={cpv}"]
 DEFAULT_SYNC_COMMAND = ["rsync", "-a", "{artifact}", "{binhost_target}/{relpath}"]
 
-# Placeholders each command may use; anything else in braces is left as it is.
-BUILD_PLACEHOLDERS = ("cpv", "cp", "atom", "build_id", "cores", "pkgdir")
-SYNC_PLACEHOLDERS = ("artifact", "binhost_target", "relpath", "cpv", "build_id", "pkgdir")
-
 
 def _short_hostname() -> str:
     return socket.gethostname().split(".", 1)[0] or "drone"

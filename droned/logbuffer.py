@@ -20,7 +20,6 @@ class LogBuffer:
         self._chunks: collections.deque[bytes] = collections.deque()
         self._size = 0
         self.dropped = 0  # bytes dropped since the last take
-        self.dropped_total = 0
         self.total = 0
         self._tail: collections.deque[bytes] = collections.deque(maxlen=tail_lines)
         self._partial = b""
@@ -50,7 +49,6 @@ class LogBuffer:
                 cut = over
             self._size -= cut
             self.dropped += cut
-            self.dropped_total += cut
 
     def unshift(self, data: bytes) -> None:
         """Put back a chunk whose delivery failed (it may be dropped again if space is short)."""

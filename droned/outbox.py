@@ -10,10 +10,11 @@ makes them from Trio directly.
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 from typing import Any
+
+from swarmlib.files import atomic_write, fsync_dir
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]")
 
@@ -27,24 +28,15 @@ class Outbox:
         return self.dir / (_SAFE.sub("_", build_id) + ".json")
 
     def put(self, build_id: str, body: dict[str, Any]) -> None:
-        path = self._path(build_id)
-        tmp = path.with_suffix(".tmp")
         data = json.dumps({"build_id": build_id, "body": body}, sort_keys=True).encode()
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-        self._sync_dir()
+        atomic_write(self._path(build_id), data)
 
     def remove(self, build_id: str) -> None:
         try:
             self._path(build_id).unlink()
         except FileNotFoundError:
             return
-        self._sync_dir()
+        fsync_dir(self.dir)
 
     def pending(self) -> list[tuple[str, dict[str, Any]]]:
         """Every waiting report, oldest first. Unreadable files are skipped (and kept)."""
@@ -58,9 +50,3 @@ class Outbox:
                 continue
         return out
 
-    def _sync_dir(self) -> None:
-        fd = os.open(self.dir, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import os
 import re
 import secrets
 import uuid
@@ -33,14 +32,17 @@ from gatewayd import page
 from gatewayd.auth import KEY_PARAMS, AdminAuth, Outcome
 from gatewayd.cache import Entry, FetchFailed, TTLCache
 from gatewayd.config import MAX_BODY_BYTES, GatewayConfig
+from gatewayd.forwarded import TrustedProxies
 from gatewayd.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from gatewayd.metrics import Metrics
 from gatewayd.probe import Probe, ProbeState
 from gatewayd.push import QueueHistory
-from gatewayd.sanitize import LeakRefused, Sanitizer, utc_now_iso
+from gatewayd.sanitize import LeakRefused, Sanitizer
 from gatewayd.spool import Offload, Replayer, Spool, SpoolFull, SpoolItem
 from gatewayd.upstream import Upstream
 from swarmlib import target as swarmtarget
+from swarmlib.files import atomic_write
+from swarmlib.timefmt import utc_now_iso
 
 log = logging.getLogger("gatewayd.app")
 
@@ -68,13 +70,7 @@ def alias_key_for(cfg: GatewayConfig) -> bytes:
         pass
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     key = secrets.token_bytes(32)
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(key.hex() + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    atomic_write(path, (key.hex() + "\n").encode(), mode=0o600)
     return key
 
 
@@ -92,6 +88,8 @@ class Gateway:
     auth: AdminAuth
     metrics: Metrics
     upstream: Upstream
+    # Who may name the client in Forwarded / X-Forwarded-For (the admin lockout is per client).
+    proxies: TrustedProxies = attrs.field(factory=TrustedProxies)
     # Queue depth samples for the status page, fed by the push hub (gatewayd.main).
     queue_history: QueueHistory = attrs.field(factory=QueueHistory)
 
@@ -150,7 +148,8 @@ class Gateway:
         auth = AdminAuth(cfg.admin_keys, max_failures=cfg.auth_max_failures,
                          window_s=cfg.auth_window_s, lockout_s=cfg.auth_lockout_s)
         return cls(cfg=cfg, http=http, sanitizer=sanitizer, probe=probe, cache=cache,
-                   spool=spool, replayer=replayer, auth=auth, metrics=metrics, upstream=upstream)
+                   spool=spool, replayer=replayer, auth=auth, metrics=metrics, upstream=upstream,
+                   proxies=cfg.proxies())
 
     # -- public data ----------------------------------------------------------------------------
 
@@ -235,8 +234,12 @@ def with_orchestrator_state(route: str, data: dict[str, Any], up: bool) -> dict[
     return data
 
 
-def _client_addr() -> str:
-    return request.remote_addr or "unknown"
+def _client_addr(gw: Gateway) -> str:
+    """The client of this request: the TCP peer, or behind a trusted reverse proxy the address
+    the proxy reports (gatewayd.forwarded)."""
+    return gw.proxies.client(request.remote_addr or "unknown",
+                             forwarded=request.headers.getlist("Forwarded"),
+                             x_forwarded_for=request.headers.getlist("X-Forwarded-For"))
 
 
 # -- the apps -------------------------------------------------------------------------------------
@@ -478,7 +481,7 @@ def static_response(files: dict[str, page.StaticFile], name: str) -> Response:
 
 def _admin_check(gw: Gateway) -> Response | None:
     """None if the caller may use the admin API, else the refusal to send."""
-    client = _client_addr()
+    client = _client_addr(gw)
     now = trio.current_time()
     if any(k.lower() in KEY_PARAMS for k in request.args):
         gw.metrics.admin_auth_failures.labels(reason="query_string").inc()

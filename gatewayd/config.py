@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 import attrs
 
+from gatewayd.forwarded import TrustedProxies
 from swarmlib.config import key, load, parse_hostport, secret_field
 from swarmlib.errors import ConfigError
 
@@ -45,6 +46,8 @@ class GatewayConfig:
     auth_max_failures: int = key(10, "admin-key failures per client address before 429")
     auth_window_s: float = key(60.0, "window in which admin-key failures are counted")
     auth_lockout_s: float = key(300.0, "how long a client address gets 429 after too many failures")
+    trusted_proxies: list[str] = key(
+        [], "reverse proxies (IPs or CIDRs) whose Forwarded / X-Forwarded-For name the client")
     log_format: str = key("text", "text or json")
     identity: dict[str, Any] = key({}, "identity map: [identity.hosts] and [identity.networks]")
     admin_key: str = secret_field(env="SWARM_ADMIN_KEY", help="admin key(s), comma-separated")
@@ -64,6 +67,9 @@ class GatewayConfig:
     def identity_networks(self) -> dict[str, str]:
         return dict(self.identity.get("networks", {}) or {})
 
+    def proxies(self) -> TrustedProxies:
+        return TrustedProxies.parse(self.trusted_proxies)
+
     def listen_addr(self) -> tuple[str, int]:
         return parse_hostport(self.listen, "listen")
 
@@ -74,6 +80,7 @@ class GatewayConfig:
         """Checks that need more than one value; raises ConfigError with one line."""
         self.listen_addr()
         self.admin_listen_addr()
+        self.proxies()
         url = urlsplit(self.orchestrator)
         if url.scheme not in ("http", "https") or not url.netloc:
             raise ConfigError(f"orchestrator: expected an http(s) URL, got {self.orchestrator!r}")

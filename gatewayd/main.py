@@ -5,9 +5,11 @@ Task tree (``run``)::
     run
     +-- probe            GET /api/status every probe_interval_s
     +-- replayer         forwards the spool when swarmd is up
-    +-- admin listener   Hypercorn on admin_listen (admin routes, /health, /metrics)
-    +-- public listener  wsfront.serve_public (HTTP + /ws/build-status) on listen,
-    |                    or plain Hypercorn when the push modules are not there
+    +-- admin listener   Hypercorn (hypercorn.trio.serve) on admin_listen (admin routes,
+    |                    /health, /metrics)
+    +-- public listener  wsfront.serve_public (swarmlib.front + swarmlib.http1: HTTP and
+    |                    /ws/build-status) on listen, or plain Hypercorn when the push
+    |                    modules are not there
     +-- hub subscriber   swarmd's /api/events -> WebSocket clients (with the push modules)
 
 ``main()`` adds the signal watcher: SIGTERM/SIGINT stop the listeners from accepting, give
@@ -17,9 +19,7 @@ in-flight requests ``DRAIN_S`` to finish, cancel the rest and exit 0.
 from __future__ import annotations
 
 import logging
-import os
 import signal
-import socket
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
@@ -34,12 +34,14 @@ from hypercorn.trio import serve as hypercorn_serve
 from gatewayd.app import Gateway, create_app
 from gatewayd.config import GatewayConfig, load_config
 from gatewayd.probe import run_probe
-from swarmlib import logsetup
+from swarmlib import logsetup, sdnotify
 from swarmlib.errors import ConfigError
+from swarmlib.http1 import ServerConfig
 
 log = logging.getLogger("gatewayd")
 
 DRAIN_S = 5.0
+PUBLIC_CONFIG = ServerConfig(graceful_timeout=DRAIN_S)
 
 
 @attrs.frozen
@@ -168,11 +170,15 @@ async def _serve_public(
     async with trio.open_nursery() as nursery:
         await nursery.start(partial(
             hub.run_subscriber, cfg.orchestrator, cfg.control_token, gw.http))
-        bound = await nursery.start(partial(wsfront.serve_public, app, host, port, hub))
-        task_status.started(bound)
-        if shutdown is not None:
-            await shutdown.wait()
-            nursery.cancel_scope.cancel()
+        try:
+            async with trio.open_nursery() as public:
+                bound = await public.start(partial(
+                    wsfront.serve_public, app, host, port, hub, config=PUBLIC_CONFIG,
+                    shutdown=shutdown))
+                task_status.started(bound)
+            # serve_public returned: shutdown came and the requests in flight have finished.
+        finally:
+            nursery.cancel_scope.cancel()  # the subscriber has nobody left to feed
 
 
 def _version() -> str:
@@ -181,30 +187,15 @@ def _version() -> str:
     return swarmlib.__version__
 
 
-def notify_systemd(state: str) -> None:
-    """Send ``state`` (``READY=1``) to $NOTIFY_SOCKET if set; a failure is logged, not fatal."""
-    addr = os.environ.get("NOTIFY_SOCKET")
-    if not addr:
-        return
-    if addr.startswith("@"):
-        addr = "\0" + addr[1:]
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-            sock.connect(addr)
-            sock.sendall(state.encode())
-    except OSError as exc:
-        log.warning("could not notify systemd (%s)", exc.strerror)
-
-
 async def _main(cfg: GatewayConfig) -> None:
     shutdown = trio.Event()
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
             await nursery.start(partial(run, cfg, shutdown=shutdown))
-            notify_systemd("READY=1")
+            sdnotify.ready()
             async for signum in signals:
                 log.info("%s received: draining and stopping", signal.Signals(signum).name)
-                notify_systemd("STOPPING=1")
+                sdnotify.stopping()
                 shutdown.set()
                 break
             # run() returns after the drain; a second signal or the deadline cuts it short.

@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import trio
 
-from gatewayd.sanitize import utc_now_iso
+from swarmlib.timefmt import utc_now_iso
 
 log = logging.getLogger("gatewayd.probe")
 
@@ -38,7 +38,6 @@ class ProbeState:
         self.consecutive_failures = 0
         self.last_success: str | None = None
         self.last_error: str | None = None
-        self.last_version: str | None = None
 
     @property
     def up(self) -> bool:
@@ -128,14 +127,7 @@ async def probe_once(probe: Probe, http: httpx.AsyncClient, base_url: str, timeo
         except httpx.HTTPError as exc:
             why = f"{type(exc).__name__}"
         else:
-            if resp.status_code == 200:
-                try:
-                    doc = resp.json()
-                except ValueError:
-                    doc = None
-                if isinstance(doc, dict) and isinstance(doc.get("version"), str):
-                    probe.st.last_version = doc["version"]
-            else:
+            if resp.status_code != 200:
                 why = f"HTTP {resp.status_code}"
     if scope.cancelled_caught:
         why = f"no answer within {timeout_s:g} s"

@@ -16,12 +16,15 @@ The snapshot is the latest public ``drone_status`` per drone plus the latest ``q
 A new client is registered and handed a copy of the snapshot in one synchronous step, so it sees
 the snapshot first and then every live event after it, none twice and none missing.
 
-Each client (``handle_client``) has three tasks: a writer that drains its bounded buffer into the
-socket, a reader that keeps reading (unread input would stop trio-websocket's reader task, and
-then pongs are never seen) and a pinger (``ping()`` every ``ping_interval_s``, which waits for the
-pong under ``move_on_after(pong_timeout_s)``). The hub never waits on a client: ``broadcast`` uses
-``send_nowait`` and a full buffer drops the client. A dropped client's TCP connection is aborted
-at once (RST), without a close handshake that a dead peer would never finish.
+Each client (``handle_client``) is a ``wsserver.ServerWebSocket`` (wsproto on a stream we own)
+with three tasks: a writer that drains its bounded buffer into the socket, a reader (it sees the
+pongs and answers pings and close frames; client messages are thrown away) and a pinger
+(``ping()`` every ``ping_interval_s``, which waits for the pong under
+``move_on_after(pong_timeout_s)``). The hub never waits on a client: ``broadcast`` writes straight
+to an idle client's socket or uses ``send_nowait``, and a full buffer drops the client. A dropped
+client's TCP connection is aborted at once (RST), without a close handshake that a dead peer
+would never finish. The upstream connection is trio-websocket's; a missing pong there cancels
+it (trio-websocket then closes its stream at once) and the hub reconnects.
 """
 
 from __future__ import annotations
@@ -30,12 +33,8 @@ import collections
 import json
 import logging
 import math
-import os
 import random
-import socket
-import struct
 from collections.abc import Iterable
-from contextlib import suppress
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -43,6 +42,8 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 import trio
 import trio_websocket
+
+from gatewayd.wsserver import ConnectionClosed, ServerWebSocket, text_frame
 
 log = logging.getLogger("gatewayd.push")
 
@@ -208,22 +209,6 @@ _UPSTREAM_BREAKS = (
 )
 
 
-def text_frame(message: str) -> bytes:
-    """One unmasked, unfragmented WebSocket text frame (what a server sends; RFC 6455 5.2).
-
-    Built once per event and shared by every client: no per-client framing.
-    """
-    payload = message.encode()
-    n = len(payload)
-    if n < 126:
-        head = struct.pack("!BB", 0x81, n)
-    elif n < 65536:
-        head = struct.pack("!BBH", 0x81, 126, n)
-    else:
-        head = struct.pack("!BBQ", 0x81, 127, n)
-    return head + payload
-
-
 class _Client:
     """One public client as the hub sees it.
 
@@ -232,18 +217,14 @@ class _Client:
     writer when its buffer is empty; cleared by the hub whenever it queues.
     """
 
-    __slots__ = ("send", "scope", "dropped", "idle", "ws", "fd")
+    __slots__ = ("send", "scope", "dropped", "idle", "ws")
 
-    def __init__(
-        self, send: trio.MemorySendChannel[bytes], ws: trio_websocket.WebSocketConnection
-    ) -> None:
+    def __init__(self, send: trio.MemorySendChannel[bytes], ws: ServerWebSocket) -> None:
         self.send = send
         self.scope = trio.CancelScope()
         self.dropped: str | None = None
         self.idle = False
         self.ws = ws
-        sock = getattr(ws._stream, "socket", None)
-        self.fd: int | None = sock.fileno() if sock is not None else None
 
     def try_write(self, data: bytes) -> bytes | None:
         """Write without blocking if nothing else is queued or being sent on this socket.
@@ -251,51 +232,14 @@ class _Client:
         Returns what is left to send (all of ``data`` when the fast path is not open); raises
         OSError if the socket is broken. Synchronous: nothing can interleave.
         """
-        if not self.idle or self.fd is None or self.ws._stream_lock.locked():
+        if not self.idle:
             return data
-        if self.ws.closed is not None:
-            raise BrokenPipeError("websocket closed")
-        try:
-            sent = os.write(self.fd, data)
-        except BlockingIOError:
-            return data
-        return data[sent:] if sent < len(data) else None
+        return self.ws.try_send(data)
 
     def drop(self, why: str) -> None:
         if self.dropped is None:
             self.dropped = why
         self.scope.cancel()
-
-
-async def abort_connection(ws: trio_websocket.WebSocketConnection) -> None:
-    """Close the TCP connection under ``ws`` at once (RST), without a close handshake.
-
-    trio-websocket has no public abort; its stream is the only handle on the socket. Closing it
-    wakes the connection's reader task, which marks the WebSocket closed (1006).
-    """
-    stream: Any = ws._stream
-    sock = getattr(stream, "socket", None)
-    if sock is not None:
-        with suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    await trio.aclose_forcefully(stream)
-
-
-async def _send_frames(ws: trio_websocket.WebSocketConnection, data: bytes) -> None:
-    """Send ready-made frames on ``ws``'s stream, under its send lock (so they never interleave
-    with the pongs and close frames trio-websocket sends). Checkpoint.
-
-    trio-websocket frames each message per connection; the hub frames each event once for all.
-    """
-    if ws.closed is not None:
-        raise trio_websocket.ConnectionClosed(ws.closed)
-    async with ws._stream_lock:
-        try:
-            await ws._stream.send_all(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            raise trio_websocket.ConnectionClosed(
-                trio_websocket.CloseReason(1006, "broken")
-            ) from None
 
 
 class Hub:
@@ -431,15 +375,21 @@ class Hub:
             self.last_seq = seq
         self.publish(raw)
 
-    async def _upstream_pinger(self, ws: trio_websocket.WebSocketConnection) -> None:
-        """A dead upstream that never closes is noticed by its missing pong."""
+    async def _upstream_pinger(
+        self, ws: trio_websocket.WebSocketConnection, connection: trio.CancelScope
+    ) -> None:
+        """A dead upstream that never closes is noticed by its missing pong: ``connection``
+        (the scope around the whole connection) is cancelled, which closes its socket at once."""
         while True:
             await trio.sleep(self.ping_interval_s)
             with trio.move_on_after(self.pong_timeout_s):
-                await ws.ping()
+                try:
+                    await ws.ping()
+                except trio_websocket.ConnectionClosed:
+                    return  # the reading side sees it too, and reconnects
                 continue
             log.warning("orchestrator event stream: no pong; reconnecting")
-            await abort_connection(ws)
+            connection.cancel()
             return
 
     async def run_subscriber(
@@ -462,32 +412,34 @@ class Hub:
         while True:
             url = events_url(orchestrator_url, self.last_seq)
             try:
-                async with trio_websocket.open_websocket_url(
-                    url,
-                    extra_headers=headers,
-                    connect_timeout=10,
-                    disconnect_timeout=2,
-                    message_queue_size=64,
-                ) as ws:
-                    self.upstream_connected = True
-                    self.connects += 1
-                    log.info("subscribed to %s", url)
-                    backoff = BACKOFF_MIN_S
-                    broken: BaseException | None = None
-                    async with trio.open_nursery() as nursery:
-                        nursery.start_soon(self._upstream_pinger, ws)
-                        try:
-                            if self.last_seq is None:
-                                await self._rebuild_snapshot(orchestrator_url, http)
-                            while True:
-                                message = await ws.get_message()
-                                await self._handle_upstream(message, orchestrator_url, http)
-                        except _UPSTREAM_BREAKS as exc:
-                            broken = exc  # re-raised outside the nursery: no exception group
-                        finally:
-                            nursery.cancel_scope.cancel()
-                    if broken is not None:
-                        raise broken
+                # Cancelled by the pinger when a pong does not come back.
+                with trio.CancelScope() as connection:
+                    async with trio_websocket.open_websocket_url(
+                        url,
+                        extra_headers=headers,
+                        connect_timeout=10,
+                        disconnect_timeout=2,
+                        message_queue_size=64,
+                    ) as ws:
+                        self.upstream_connected = True
+                        self.connects += 1
+                        log.info("subscribed to %s", url)
+                        backoff = BACKOFF_MIN_S
+                        broken: BaseException | None = None
+                        async with trio.open_nursery() as nursery:
+                            nursery.start_soon(self._upstream_pinger, ws, connection)
+                            try:
+                                if self.last_seq is None:
+                                    await self._rebuild_snapshot(orchestrator_url, http)
+                                while True:
+                                    message = await ws.get_message()
+                                    await self._handle_upstream(message, orchestrator_url, http)
+                            except _UPSTREAM_BREAKS as exc:
+                                broken = exc  # re-raised outside the nursery: no exception group
+                            finally:
+                                nursery.cancel_scope.cancel()
+                        if broken is not None:
+                            raise broken
             except _UPSTREAM_BREAKS as exc:
                 log.warning("orchestrator event stream broke (%s); retrying", exc.__class__.__name__)
             finally:
@@ -498,7 +450,7 @@ class Hub:
 
     # -- clients -----------------------------------------------------------------------------
 
-    async def handle_client(self, ws: trio_websocket.WebSocketConnection) -> None:
+    async def handle_client(self, ws: ServerWebSocket) -> None:
         """Serve one accepted public client until it leaves or is dropped.
 
         Returns when the client closed, broke, was too slow (buffer full) or missed a pong; in
@@ -508,7 +460,7 @@ class Hub:
         if not self.accepting():
             with trio.move_on_after(CLOSE_GRACE_S):
                 await ws.aclose(1013, "too many clients")
-            await abort_connection(ws)
+            await ws.abort()
             return
         send, receive = trio.open_memory_channel[bytes](self.buffer)
         client = _Client(send, ws)
@@ -538,11 +490,11 @@ class Hub:
                     with trio.move_on_after(CLOSE_GRACE_S):
                         await ws.aclose(1001, "going away")
                 if client.dropped != "closed":
-                    await abort_connection(ws)
+                    await ws.abort()
 
     async def _writer(
         self,
-        ws: trio_websocket.WebSocketConnection,
+        ws: ServerWebSocket,
         first: list[str],
         receive: trio.MemoryReceiveChannel[bytes],
         client: _Client,
@@ -550,7 +502,7 @@ class Hub:
         """The slow path: drains the client's buffer into the socket, batching what is there."""
         try:
             if first:
-                await _send_frames(ws, b"".join(text_frame(m) for m in first))
+                await ws.send(b"".join(text_frame(m) for m in first))
             while True:
                 if receive.statistics().current_buffer_used == 0:
                     client.idle = True
@@ -561,22 +513,18 @@ class Hub:
                         batch.append(receive.receive_nowait())
                     except trio.WouldBlock:
                         break
-                await _send_frames(ws, b"".join(batch))
-        except (trio_websocket.ConnectionClosed, trio.EndOfChannel):
+                await ws.send(b"".join(batch))
+        except (ConnectionClosed, trio.EndOfChannel):
             pass
         client.drop("closed")
 
-    async def _reader(self, ws: trio_websocket.WebSocketConnection, client: _Client) -> None:
-        # Input from clients means nothing, but it must be read: trio-websocket's reader task
-        # stops on a full message queue, and pongs are then never processed.
-        try:
-            while True:
-                await ws.get_message()
-        except trio_websocket.ConnectionClosed:
-            pass
+    async def _reader(self, ws: ServerWebSocket, client: _Client) -> None:
+        # Input from clients means nothing, but it must be read: pongs and close frames come
+        # that way.
+        await ws.receive_until_closed()
         client.drop("closed")
 
-    async def _pinger(self, ws: trio_websocket.WebSocketConnection, client: _Client) -> None:
+    async def _pinger(self, ws: ServerWebSocket, client: _Client) -> None:
         if math.isinf(self.ping_interval_s):
             return
         while True:
@@ -584,7 +532,7 @@ class Hub:
             with trio.move_on_after(self.pong_timeout_s):
                 try:
                     await ws.ping()
-                except trio_websocket.ConnectionClosed:
+                except ConnectionClosed:
                     client.drop("closed")
                     return
                 continue

@@ -32,10 +32,12 @@ import hmac
 import ipaddress
 import re
 from collections.abc import Iterable, Iterator, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
+from swarmlib.counts import count_states, public_counts
 from swarmlib.errors import SwarmError
+from swarmlib.timefmt import iso, utc_now_iso
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -118,10 +120,6 @@ class LeakRefused(SwarmError):
         self.where = where
         self.what = what
         super().__init__(f"public payload refused: {what} in {where}")
-
-
-def utc_now_iso() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _parse_v4(run: str) -> list[tuple[int, int, ipaddress.IPv4Address]]:
@@ -512,7 +510,7 @@ class Sanitizer:
             "orchestrator": self.orchestrator_name(st),
             "orchestrator_status": "up" if orchestrator_up else "down",
             "drones": [self._drone_public(d) for d in _list(drones, "drones")],
-            "queue": queue_counts(st.get("counts")),
+            "queue": public_counts(st.get("counts")),
         }
         return self.finish(data)
 
@@ -582,16 +580,12 @@ class Sanitizer:
             packages.append(item)
         counts_src = queue.get("counts") if isinstance(queue, dict) else None
         if not isinstance(counts_src, dict):
-            counts_src = {}
-            for e in entries:
-                s = e.get("state")
-                if isinstance(s, str):
-                    counts_src[s] = counts_src.get(s, 0) + 1
+            counts_src = count_states(entries)
         waits: dict[str, int] = {}
         for item in packages:
             if "waiting" in item:
                 waits[item["waiting"]] = waits.get(item["waiting"], 0) + 1
-        data = {"counts": queue_counts(counts_src), "queued": len(packages),
+        data = {"counts": public_counts(counts_src), "queued": len(packages),
                 "waiting": [{"reason": w, "count": n}
                             for w, n in sorted(waits.items(), key=lambda kv: -kv[1])],
                 "packages": packages}
@@ -703,8 +697,7 @@ class Sanitizer:
                 eta = max(eta, work / cap, crit * 8 / max(fastest.get(key, 8), 1))
             else:
                 item["estimate_s"] = round(eta)
-                item["estimated_finish"] = (now + timedelta(seconds=round(eta))).strftime(
-                    "%Y-%m-%dT%H:%M:%SZ")
+                item["estimated_finish"] = iso(now.timestamp() + round(eta))
         opened.sort(key=lambda i: i["created"] or "")
         finished.sort(key=lambda i: i["finished"] or "", reverse=True)
         data = {
@@ -847,21 +840,6 @@ def short_target(value: Any) -> str | None:
         return None
     head = value[:8].lower()
     return head if all(c in "0123456789abcdef" for c in head) else None
-
-
-def queue_counts(counts: Any) -> dict[str, int]:
-    """swarmd's per-state counts as the public four (docs/API.md, queue_update)."""
-    c = counts if isinstance(counts, dict) else {}
-
-    def n(*keys: str) -> int:
-        return sum(_int(c.get(k)) or 0 for k in keys)
-
-    return {
-        "pending": n("pending", "ready"),
-        "building": n("assigned", "building"),
-        "completed": n("built"),
-        "failed": n("failed", "blocked"),
-    }
 
 
 def _strings(value: Any, path: str) -> Iterator[tuple[str, str]]:

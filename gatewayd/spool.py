@@ -35,8 +35,10 @@ from typing import Any
 import attrs
 import trio
 
-from gatewayd.sanitize import utc_now_iso
+from swarmlib.backoff import Backoff
 from swarmlib.errors import SwarmError
+from swarmlib.files import atomic_write, fsync_dir
+from swarmlib.timefmt import utc_now_iso
 
 log = logging.getLogger("gatewayd.spool")
 
@@ -66,14 +68,6 @@ class SpoolItem:
     received: str
     size: int
     target: str | None = None  # the X-Swarm-Target header to send with the body
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class Spool:
@@ -142,13 +136,7 @@ class Spool:
                 raise SpoolFull(self.depth, self.size)
             self._seq += 1
             name = f"{self._seq:012d}.json"
-            tmp = self.tmp_dir / name
-            with open(tmp, "wb") as fh:
-                fh.write(record)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.pending_dir / name)
-            _fsync_dir(self.pending_dir)
+            atomic_write(self.pending_dir / name, record, tmp_dir=self.tmp_dir)
             self._sizes[name] = len(record)
             self._ids[request_id] = name
             return request_id, True
@@ -201,7 +189,7 @@ class Spool:
         """swarmd has the request: drop the record."""
         with self._lock:
             (self.pending_dir / item.name).unlink(missing_ok=True)
-            _fsync_dir(self.pending_dir)
+            fsync_dir(self.pending_dir)
             self._forget(item.name)
 
     def dead(self, item: SpoolItem, status: int, body: bytes) -> None:
@@ -214,13 +202,10 @@ class Spool:
                 "when": utc_now_iso(),
             }).encode()
             stem = item.name.split(".", 1)[0]
-            with open(self.dead_dir / f"{stem}.reason.json", "wb") as fh:
-                fh.write(reason)
-                fh.flush()
-                os.fsync(fh.fileno())
+            atomic_write(self.dead_dir / f"{stem}.reason.json", reason, tmp_dir=self.tmp_dir)
             os.replace(self.pending_dir / item.name, self.dead_dir / item.name)
-            _fsync_dir(self.dead_dir)
-            _fsync_dir(self.pending_dir)
+            fsync_dir(self.dead_dir)
+            fsync_dir(self.pending_dir)
             self._forget(item.name)
 
     def dead_names(self) -> list[str]:
@@ -245,8 +230,8 @@ class Replayer:
     """Forwards the spool to swarmd, in order, whenever swarmd is up.
 
     ``kick()`` (after a ``put``) wakes it at once. Transport errors, 5xx, 408 and 429 are retried
-    with exponential backoff (1 s doubling to 60 s, jittered); any other 4xx sends the record to
-    dead/.
+    with exponential backoff (1 s doubling to 60 s, equal jitter: swarmlib.backoff); any other
+    4xx sends the record to dead/.
     """
 
     def __init__(
@@ -267,7 +252,6 @@ class Replayer:
         self.rng = rng or random.Random()
         self._wake = trio.Event()
         self.forwarded = 0
-        self.dead_lettered = 0
 
     def kick(self) -> None:
         self._wake.set()
@@ -278,7 +262,7 @@ class Replayer:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
-        backoff = BACKOFF_FIRST_S
+        backoff = Backoff(BACKOFF_FIRST_S, BACKOFF_MAX_S, rng=self.rng)
         while True:
             item = await self.offload(self.spool.first)
             if item is None:
@@ -291,24 +275,22 @@ class Replayer:
                 await self.offload(self.spool.done, item)
                 self.forwarded += 1
                 log.info("spooled request forwarded", extra={"ids": {"request_id": item.request_id}})
-                backoff = BACKOFF_FIRST_S
+                backoff.reset()
                 self._changed()
                 continue
             if result is not None and 400 <= result[0] < 500 and result[0] not in (408, 429):
                 await self.offload(self.spool.dead, item, result[0], result[1])
-                self.dead_lettered += 1
                 log.error(
                     "orchestrator refused spooled request with HTTP %d; moved to dead/",
                     result[0], extra={"ids": {"request_id": item.request_id}},
                 )
-                backoff = BACKOFF_FIRST_S
+                backoff.reset()
                 self._changed()
                 continue
             why = "unreachable" if result is None else f"HTTP {result[0]}"
-            delay = backoff * (1 + self.rng.uniform(-0.1, 0.1))
+            delay = backoff.next()
             log.warning("replay of spooled request failed (%s); retrying in %.1f s", why, delay,
                         extra={"ids": {"request_id": item.request_id}})
             await trio.sleep(delay)
-            backoff = min(backoff * 2, BACKOFF_MAX_S)
 
 

@@ -2,7 +2,7 @@
 
 Both carriers call ``dispatch``: swarmd's drone lane (``swarmd.front``, the common case: the
 keep-alive connections of swarm-drone agents) and the Quart app (everything the lane hands to
-Hypercorn: chunked bodies, ``Expect``, HTTP/1.0, odd heads, tests' ASGI client). So the
+the HTTP/1.1 server: chunked bodies, ``Expect``, HTTP/1.0, odd heads, tests' ASGI client). So the
 validation, the token rule and every error body exist once.
 
 Bodies are validated at the edge; a bad one gets 400/404/409 with a message naming the field,

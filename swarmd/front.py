@@ -1,24 +1,25 @@
-"""swarmd's listener: the drone lane, in front of Hypercorn.
+"""swarmd's listener: the drone lane, in front of the HTTP/1.1 server (swarmlib.http1).
 
 Nearly all of swarmd's requests are the drone protocol: every agent beats every 30 s and asks
-for work on keep-alive connections. Through Hypercorn and Quart each of those cost about 2.5 ms
-of CPU (h11 events, the ASGI scope, request contexts, routing): with 5,000 drones swarmd spent
-a whole core on HTTP alone (docs/BENCHMARKS.md, "Drone load"). The lane serves those requests
-itself, straight from the socket to ``droneproto.dispatch``, and gives the connection to
-Hypercorn (``swarmlib.front``) at the first request that is anything but simple:
+for work on keep-alive connections. Through an HTTP server and Quart each of those cost about
+2.5 ms of CPU (h11 events, the ASGI scope, request contexts, routing): with 5,000 drones swarmd
+spent a whole core on HTTP alone (docs/BENCHMARKS.md, "Drone load"). The lane serves those
+requests itself, straight from the socket to ``droneproto.dispatch``, and gives the connection
+to the HTTP/1.1 server (``swarmlib.front``, ``swarmlib.http1``) at the first request that is
+anything but simple:
 
 - the lane takes exactly: ``POST`` of a drone protocol path, ``HTTP/1.1``, no query string or
   percent-escape, a ``Host``, one ``Content-Length`` (at most LANE_MAX_BODY), no
   ``Transfer-Encoding``, ``Expect`` or ``Upgrade``, header names that are tokens, no control
   character anywhere (a bare CR or LF, NUL), none repeated, a head of at most 16 KiB;
 - anything else (the operator API, ``/metrics``, ``/api/events``, chunked log uploads, HTTP/1.0,
-  a malformed head, an oversized body) goes to Hypercorn with the bytes read so far, at a
-  request boundary, and Hypercorn serves the rest of that connection: its parser decides what is
-  malformed and answers 400/413/431 as it always did.
+  a malformed head, an oversized body) goes to the HTTP/1.1 server with the bytes read so far,
+  at a request boundary, and it serves the rest of that connection: h11 decides what is
+  malformed (400, 431), the Quart app what is too big (413).
 
 So the lane never has to be lenient: being strict costs only a hand-off. The answers are the
 same bytes of JSON the Quart routes give (both call ``droneproto.dispatch``). Timeouts: an idle
-keep-alive connection is closed after Hypercorn's ``keep_alive_timeout``; a head must arrive
+keep-alive connection is closed after the listener's ``keep_alive_timeout``; a head must arrive
 within HEAD_TIMEOUT_S and a body within BODY_TIMEOUT_S once begun. On shutdown idle connections
 are closed at once and a request in progress gets the graceful timeout. A lease long-poll
 watches its connection and is cancelled if the drone hangs up before work came.
@@ -44,7 +45,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("swarmd.front")
 
-LANE_MAX_BODY = 1024 * 1024  # larger bodies (big log chunks) go to Hypercorn's 8 MiB limit
+LANE_MAX_BODY = 1024 * 1024  # larger bodies (big log chunks) go to the app's 8 MiB limit
 HEAD_TIMEOUT_S = 10.0
 BODY_TIMEOUT_S = 60.0
 SEND_TIMEOUT_S = 60.0
@@ -71,7 +72,7 @@ _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 
 def parse_request(head: bytes) -> LaneRequest | None:
-    """A request head (without the blank line) the lane serves, or None (Hypercorn's)."""
+    """A request head (without the blank line) the lane serves, or None (the HTTP server's)."""
     if len(head) > MAX_HEAD_BYTES:
         return None
     try:
@@ -144,22 +145,18 @@ class DroneLane:
         self.metrics = metrics
         self.date = _Date()
         self.served = 0  # requests answered by the lane (a test and the curious read it)
-        self.handed_off = 0  # connections given to Hypercorn
+        self.handed_off = 0  # connections given to the HTTP/1.1 server
 
     async def handle(self, stream: trio.SocketStream, handoff: Handoff) -> None:
         buf = bytearray()
         keep_alive = float(handoff.config.keep_alive_timeout)
         while True:
             if not buf:
-                if handoff.closing.is_set():
+                if handoff.drain.closing.is_set():
                     return
                 data = b""
-                with trio.CancelScope(deadline=trio.current_time() + keep_alive) as idle:
-                    handoff.idle_scopes.add(idle)
-                    try:
-                        data = await stream.receive_some(RECV)
-                    finally:
-                        handoff.idle_scopes.discard(idle)
+                with handoff.drain.idle(keep_alive):
+                    data = await stream.receive_some(RECV)
                 if not data:
                     return  # EOF, idle too long, or shutting down
                 buf += data
@@ -173,7 +170,7 @@ class DroneLane:
                         buf += data
                 if end < 0:
                     if len(buf) >= MAX_HEAD_BYTES:
-                        await self._handoff(stream, handoff, buf)  # Hypercorn answers 431/400
+                        await self._handoff(stream, handoff, buf)  # http1 answers 431/400
                     return
             end, sep = head_end(buf)
             # Lines ended by bare LFs: valid for h11, not for the lane's strict parser.
@@ -209,7 +206,7 @@ class DroneLane:
                                                    "swarmd's log")
                 close = True
             self.served += 1
-            close = close or handoff.closing.is_set()  # shutting down: say so, then close
+            close = close or handoff.drain.closing.is_set()  # shutting down: say so, then close
             with trio.move_on_after(SEND_TIMEOUT_S) as sending:
                 await stream.send_all(response(status, out, self.date.now(), close))
             if close or sending.cancelled_caught:  # a client that does not read is dropped

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import trio
-from hypercorn.config import Config as HyperConfig
 
 from swarmd import journal
 from swarmd.api import create_app
@@ -36,20 +35,15 @@ from swarmlib import config as cfgmod
 from swarmlib import logsetup
 from swarmlib.errors import ConfigError, JournalCorrupt, JournalWriteFailed
 from swarmlib.front import serve_front
+from swarmlib.http1 import ServerConfig
 from swarmlib.sdnotify import notify
 
 log = logging.getLogger("swarmd")
 
 
-def hyper_config(listen: str) -> HyperConfig:
-    host, port = cfgmod.parse_hostport(listen, "listen")
-    hc = HyperConfig()
-    hc.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
-    hc.graceful_timeout = 5.0
-    hc.accesslog = None
-    hc.errorlog = logging.getLogger("hypercorn.error")
-    hc.keep_alive_timeout = 75.0
-    return hc
+# Drones keep their connection between beats (30 s by default): idle connections stay open
+# longer than that, so that a beat never pays for a new connection.
+HTTP_CONFIG = ServerConfig(keep_alive_timeout=75.0, graceful_timeout=5.0)
 
 
 async def serve(
@@ -65,7 +59,6 @@ async def serve(
         orch.recover()
     metrics = Metrics(orch)
     app = create_app(orch, metrics)
-    hc = hyper_config(cfg.listen)
     if not cfg.control_token:
         log.warning("SWARM_CONTROL_TOKEN is not set: mutations and the event stream are open "
                     "to anyone who can reach %s (internal network trust)", cfg.listen)
@@ -78,7 +71,7 @@ async def serve(
         await nursery.start(orch.run)
         async with trio.open_nursery() as web:
             bound: int = await web.start(functools.partial(
-                serve_front, app, host, port, lane.handle, hypercorn_config=hc,
+                serve_front, app, host, port, lane.handle, config=HTTP_CONFIG,
                 shutdown=shutdown))
             shown = f"[{host}]" if ":" in host else host
             binds = [f"http://{shown}:{bound}"]

@@ -10,8 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from harness.swarm import Swarm
 from tests.conftest import BIN, SwarmdProc
-from tests.harness import Swarm
 
 pytestmark = pytest.mark.slow
 

@@ -24,7 +24,7 @@ def test_journal_io_failure_is_fatal_and_loses_nothing(tmp_path: Path, what: str
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "PORTAGE_OVERRIDE_EPREFIX": "/"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.fault_swarmd", what, errno_name, "3", "--",
+        [sys.executable, "-m", "harness.fault_swarmd", what, errno_name, "3", "--",
          "--state-dir", str(state), "--listen", f"127.0.0.1:{port}",
          "--config", str(REPO / "tests" / "data" / "empty.toml")],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

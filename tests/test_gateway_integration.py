@@ -17,8 +17,8 @@ import pytest
 import trio
 import trio_websocket
 
+from harness.swarm import wait_for
 from tests.conftest import BIN, SwarmdProc, free_port, wait_http
-from tests.harness import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -68,7 +68,7 @@ def _no_canary(text: str, where: str) -> None:
         assert c.lower() not in low, f"canary {c!r} leaked in {where}: {text[:400]}"
 
 
-def _fake_drone_build(sd_url: str, cpv_filter: str | None = None) -> None:
+def _fake_drone_build(sd_url: str) -> None:
     """A drone with canary identity builds everything ready, over the real protocol."""
     c = httpx.Client(base_url=sd_url, timeout=10)
     reg = c.post("/api/drones/register", json={

@@ -15,10 +15,10 @@ import trio
 pytest.importorskip("jsonschema")
 pytest.importorskip("yaml")
 
+from harness.reliability_schema import ApiSchema  # noqa: E402
 from swarmd.api import create_app  # noqa: E402
 from swarmd.service import Orchestrator  # noqa: E402
 from tests.conftest import make_orch  # noqa: E402
-from tests.reliability_schema import ApiSchema  # noqa: E402
 
 WORLD = (Path(__file__).parent / "data" / "world-tree.txt").read_text()
 SHA = "ab" * 32

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests import reliability_faults as rf
-from tests.harness import Swarm
+from harness import reliability_faults as rf
+from harness.swarm import Swarm
 
 
 async def test_lazy_file_crash_loses_nothing_acknowledged() -> None:
@@ -36,7 +36,7 @@ async def test_journal_damage_is_recovered_or_refused_never_silent(tmp_path: Pat
 def test_hypothesis_input_faults_on_every_swarmd_endpoint() -> None:
     validator = None
     try:
-        from tests.reliability_schema import ApiSchema
+        from harness.reliability_schema import ApiSchema
 
         validator = ApiSchema().validate_any
     except ImportError:

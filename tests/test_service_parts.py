@@ -11,6 +11,7 @@ import pytest
 import trio
 import trio.testing
 
+from harness.memory_journal import MemoryJournal
 from swarmd import journal_events as je
 from swarmd.buildlogs import BuildLogs
 from swarmd.committer import Committer, Durable, replay
@@ -22,7 +23,6 @@ from swarmd.heartbeat import Supervisor
 from swarmd.state import Outcome, Policy, State
 from swarmd.wakeups import Wakeups
 from swarmlib.errors import StaleLease
-from tests.conftest import MemoryJournal
 
 T0 = 1_700_000_000.0
 

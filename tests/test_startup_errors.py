@@ -57,3 +57,15 @@ def test_binhost_without_multi_instance_is_one_line(tmp_path: Path) -> None:
     assert len(lines) == 1, r.stderr
     assert "binhost_dir" in lines[0]
     assert "binpkg-multi-instance" in lines[0]
+
+
+def test_gatewayd_bad_trusted_proxy_is_one_line(tmp_path: Path) -> None:
+    r = subprocess.run(
+        [str(BIN / "gatewayd"), "--config", str(EMPTY), "--spool-dir", str(tmp_path / "spool"),
+         "--trusted-proxies", "10.0.0.2,proxy.lan"],
+        capture_output=True, text=True, timeout=60, check=False, env=dict(os.environ))
+    assert r.returncode == 2, r.stderr
+    lines = error_lines(r.stderr)
+    assert len(lines) == 1, r.stderr
+    assert "trusted_proxies" in lines[0]
+    assert "'proxy.lan'" in lines[0]

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.harness import Swarm, dag
+from harness.swarm import Swarm, dag
 
 pytestmark = pytest.mark.slow
 

@@ -17,7 +17,6 @@ drones with the same build environment build the request; ``--any-target`` sends
 from __future__ import annotations
 
 import argparse
-import collections
 import contextlib
 import json
 import os
@@ -34,7 +33,9 @@ import httpx
 
 from swarmlib import __version__, clirender, emergelog
 from swarmlib import target as swarmtarget
+from swarmlib.backoff import Backoff
 from swarmlib.config import key, load, secret_field
+from swarmlib.counts import count_states
 from swarmlib.errors import ConfigError, SwarmError
 
 EXIT_OK = 0  # done; or a waited-for request in which every package was built
@@ -52,6 +53,9 @@ DEFAULT_ORCHESTRATOR = "http://127.0.0.1:8080"
 # shows as [binary] and is not built again (SPEC section 12).
 DEFAULT_EMERGE_ARGV = ["emerge", "-puDNv", "--tree", "--getbinpkg", "--color=n", "@world"]
 TARGET_HEADER = "X-Swarm-Target"
+# watch: reconnect delays after the event stream broke (swarmlib.backoff: doubling, equal jitter)
+WATCH_RETRY_FIRST_S = 1.0
+WATCH_RETRY_MAX_S = 15.0
 BINREPOS_PATH = "/etc/portage/binrepos.conf/build-swarm.conf"
 USER_CONFIG = Path("build-swarm") / "cli.toml"
 SYSTEM_CONFIG = Path("/etc/build-swarm/cli.toml")
@@ -470,7 +474,7 @@ def _poll(ctx: Ctx, rid: str, entries: set[str]) -> tuple[dict[str, int], Any, b
     doc = unwrap(ctx.api.call("GET", "queue", params={"request": rid}))
     mine = [e for e in doc.get("entries", [])
             if rid in (e.get("requests") or []) or e.get("id") in entries]
-    counts = dict(collections.Counter(str(e.get("state")) for e in mine))
+    counts = count_states(mine)
     finished = bool(mine) and all(e.get("state") in clirender.FINAL_STATES for e in mine)
     return counts, len(mine), finished, {"id": rid, "entries": mine, "counts": counts}
 
@@ -640,7 +644,7 @@ async def _watch(ctx: Ctx, view: clirender.WatchView, tty: bool) -> None:
         headers.append((b"Authorization", f"Bearer {target.secret}".encode()))
     seq: int | None = None
     connected_once = False
-    backoff = 1.0
+    backoff = Backoff(WATCH_RETRY_FIRST_S, WATCH_RETRY_MAX_S)
     title = f"build-swarm watch: {target.describe} (Ctrl-C to quit)"
 
     def draw() -> None:
@@ -660,7 +664,8 @@ async def _watch(ctx: Ctx, view: clirender.WatchView, tty: bool) -> None:
             u = url + (f"?since={seq}" if seq is not None and target.kind == "orchestrator" else "")
             try:
                 async with trio_websocket.open_websocket_url(u, extra_headers=headers) as ws:
-                    connected_once, backoff = True, 1.0
+                    connected_once = True
+                    backoff.reset()
                     if not tty:
                         ctx.out.write(f"connected to {url}\n")
                         ctx.out.flush()
@@ -695,11 +700,11 @@ async def _watch(ctx: Ctx, view: clirender.WatchView, tty: bool) -> None:
                     raise CliError(EXIT_CONNECT, target.unreachable()) from exc
             except trio_websocket.ConnectionClosed:
                 pass
+            delay = backoff.next()
             if not tty:
-                ctx.out.write(f"connection to {url} lost; reconnecting in {backoff:g}s\n")
+                ctx.out.write(f"connection to {url} lost; reconnecting in {delay:.1f}s\n")
                 ctx.out.flush()
-            await trio.sleep(backoff)
-            backoff = min(backoff * 2, 15.0)
+            await trio.sleep(delay)
 
 
 # -- argument parsing and main ----------------------------------------------------------------

@@ -56,11 +56,6 @@ class SessionSuperseded(Conflict):
     code = "session_superseded"
 
 
-class Unauthorized(SwarmError):
-    code = "unauthorized"
-    status = 401
-
-
 class JournalCorrupt(SwarmError):
     """A damaged record that is not a torn tail: start-up refuses."""
 

@@ -1,45 +1,40 @@
-"""A small Trio listener in front of Hypercorn, shared by both daemons.
+"""A small Trio listener in front of the HTTP/1.1 server, shared by both daemons.
 
 Each TCP connection goes to a handler that may serve it itself (the gateway's WebSocket push,
-swarmd's drone lane) and hands it to Hypercorn's own Trio ``TCPServer`` running the Quart app
-as soon as it sees something it does not serve: keep-alive, pipelining, timeouts and errors
-of everything else stay Hypercorn's. Hypercorn gets a stream that first replays the bytes the
-handler already read, so a hand-off may happen at any request boundary.
+swarmd's drone lane) and hands it to ``swarmlib.http1`` running the ASGI (Quart) app as soon
+as it sees something it does not serve: keep-alive, pipelining, timeouts and errors of
+everything else are http1's. The hand-off passes the bytes the handler already read, so it may
+happen at any request boundary.
 
-``serve_front`` mirrors ``hypercorn.trio.serve``: the app's lifespan, and on ``shutdown`` no
-new connections, the idle connections of a handler that registers them (``idle_scopes``) closed
-at once, and everything else (requests in flight, Hypercorn's own connections) given
-``graceful_timeout`` seconds, then cancelled.
+``serve_front``: the app's lifespan, and on ``shutdown`` no new connections (the listening
+sockets close), the idle connections (waiting for a next request, WebSockets) closed at once,
+requests in flight given ``config.graceful_timeout`` seconds to finish, then cancelled, then
+the app's lifespan shutdown.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from functools import partial
-from typing import Any, cast
+from typing import Any
 
 import trio
-from hypercorn.config import Config
-from hypercorn.trio.lifespan import Lifespan
-from hypercorn.trio.tcp_server import TCPServer
-from hypercorn.trio.worker_context import WorkerContext
-from hypercorn.utils import wrap_app
+
+from swarmlib import http1
+from swarmlib.http1 import ASGIApp, Drain, ServerConfig, serve_connection
 
 log = logging.getLogger("swarmlib.front")
 
 MAX_HEAD_BYTES = 16 * 1024
 HEAD_TIMEOUT_S = 10.0
-# Bounded shutdown of the app's lifespan (after_serving) once the front stops.
-LIFESPAN_SHUTDOWN_S = 5.0
 
 
 class ReplayStream(trio.abc.HalfCloseableStream):
     """A socket stream whose first reads return bytes that were already read from it.
 
-    Exposes ``socket`` (Hypercorn reads the peer and local addresses from it) and, on purpose,
-    no ``do_handshake`` (Hypercorn takes that as "not TLS").
-    """
+    Exposes ``socket`` (for the peer and local addresses)."""
 
     def __init__(self, inner: trio.SocketStream, prefix: bytes) -> None:
         self.inner = inner
@@ -121,32 +116,29 @@ async def read_head(stream: trio.abc.ReceiveStream, buf: bytearray | None = None
 
 
 class Handoff:
-    """Serves the rest of a connection with Hypercorn.
+    """Serves the rest of a connection with the HTTP/1.1 server (``swarmlib.http1``).
 
-    ``closing`` is set on shutdown; a handler that serves requests itself puts the cancel scope
-    of its idle wait (between requests) in ``idle_scopes``, and those are cancelled then.
+    ``drain`` is the listener's shutdown: a handler that serves requests itself waits for its
+    next request inside ``drain.idle(timeout)`` (closed at shutdown) and looks at
+    ``drain.closing`` after each request.
     """
 
-    def __init__(self, app: Any, config: Config, context: WorkerContext,
-                 state: dict[str, Any]) -> None:
+    def __init__(self, app: ASGIApp, config: ServerConfig, state: dict[str, Any]) -> None:
         self.app = app
         self.config = config
-        self.context = context
         self.state = state
-        self.closing = trio.Event()
-        self.idle_scopes: set[trio.CancelScope] = set()
+        self.drain = Drain()
 
     async def __call__(self, stream: trio.SocketStream, prefix: bytes) -> None:
-        # TCPServer is typed for SSLStream but takes any stream with ``.socket``.
-        server_stream = cast(Any, ReplayStream(stream, prefix))
-        await TCPServer(self.app, self.config, self.context, self.state, server_stream)
+        await serve_connection(self.app, stream, config=self.config, drain=self.drain,
+                               state=self.state, prefix=prefix)
 
 
 ConnectionHandler = Callable[[trio.SocketStream, Handoff], Awaitable[None]]
 
 
-async def hypercorn_only(stream: trio.SocketStream, handoff: Handoff) -> None:
-    """The trivial handler: everything to Hypercorn."""
+async def http_only(stream: trio.SocketStream, handoff: Handoff) -> None:
+    """The trivial handler: everything to the HTTP/1.1 server."""
     await handoff(stream, b"")
 
 
@@ -154,28 +146,29 @@ async def serve_front(
     app: Any,
     host: str,
     port: int,
-    handle: ConnectionHandler,
+    handle: ConnectionHandler = http_only,
     *,
-    hypercorn_config: Config | None = None,
+    config: ServerConfig | None = None,
     lifespan: bool = True,
     shutdown: trio.Event | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``app`` behind ``handle`` on host:port until cancelled or ``shutdown`` is set.
 
-    ``port`` 0 picks a free port; ``task_status.started(actual_port)``. With ``lifespan`` the
-    app's startup runs before listening and its shutdown (after_serving) runs at the end,
-    shielded, for at most LIFESPAN_SHUTDOWN_S; pass ``lifespan=False`` when the same app object
-    is served (with its lifespan) by another server in the process as well.
+    ``port`` 0 picks a free port; ``task_status.started(actual_port)``. With
+    ``lifespan`` the app's startup runs before listening and its shutdown
+    (after_serving) runs at the end, shielded, for at most ``config.lifespan_timeout``; pass
+    False when the same app object is served (with its lifespan) by another server in the
+    process as well.
 
     ``handle(stream, handoff)`` owns one connection (a failure there ends that connection
-    only); ``await handoff(stream, already_read)`` gives it to Hypercorn.
+    only); ``await handoff(stream, already_read)`` gives it to the HTTP/1.1 server. After
+    ``shutdown`` this returns once the connections have finished (or were cancelled after the
+    graceful timeout) and the lifespan has shut down.
     """
-    config: Config = hypercorn_config if hypercorn_config is not None else Config()
-    wrapped = wrap_app(app, config.wsgi_max_body_size, None)
-    context = WorkerContext(None)
+    config = config if config is not None else ServerConfig()
     state: dict[str, Any] = {}
-    handoff = Handoff(wrapped, config, context, state)
+    handoff = Handoff(app, config, state)
 
     async def one(stream: trio.SocketStream) -> None:
         try:
@@ -187,46 +180,34 @@ async def serve_front(
         finally:
             await trio.aclose_forcefully(stream)
 
-    async with trio.open_nursery() as lifespan_nursery:
-        life: Lifespan | None = None
-        if lifespan:
-            life = Lifespan(wrapped, config, state)
-            # The lifespan task is shielded from our caller's cancellation so that its shutdown
-            # can still run; it is cancelled explicitly below.
-            life_scope = trio.CancelScope(shield=True)
+    async with _maybe_lifespan(app, state, config, lifespan):
+        listeners = await trio.open_tcp_listeners(port, host=host)
+        actual = listeners[0].socket.getsockname()[1]
+        async with trio.open_nursery() as connections:
+            try:
+                async with trio.open_nursery() as accepting:
+                    await accepting.start(partial(
+                        trio.serve_listeners, one, listeners, handler_nursery=connections))
+                    task_status.started(actual)
+                    if shutdown is None:
+                        await trio.sleep_forever()
+                    await shutdown.wait()
+                    accepting.cancel_scope.cancel()
+            finally:
+                # serve_listeners closed the listening sockets: new connections are refused.
+                # Idle connections close now, busy ones get the graceful timeout.
+                handoff.drain.begin()
+                connections.cancel_scope.deadline = (
+                    trio.current_time() + config.graceful_timeout)
 
-            async def run_lifespan() -> None:
-                with life_scope:
-                    await life.handle_lifespan()
 
-            lifespan_nursery.start_soon(run_lifespan)
-            await life.wait_for_startup()
-        try:
-            listeners = await trio.open_tcp_listeners(port, host=host)
-            actual = listeners[0].socket.getsockname()[1]
-            async with trio.open_nursery() as connections:
-                try:
-                    async with trio.open_nursery() as accepting:
-                        await accepting.start(partial(
-                            trio.serve_listeners, one, listeners, handler_nursery=connections))
-                        task_status.started(actual)
-                        if shutdown is None:
-                            await trio.sleep_forever()
-                        await shutdown.wait()
-                        accepting.cancel_scope.cancel()
-                finally:
-                    # Draining (or cancelled): idle connections close now, busy ones get
-                    # graceful_timeout.
-                    handoff.closing.set()
-                    for scope in list(handoff.idle_scopes):
-                        scope.cancel()
-                    await context.terminated.set()
-                    connections.cancel_scope.deadline = (
-                        trio.current_time() + config.graceful_timeout)
-        finally:
-            with trio.CancelScope(shield=True):
-                await context.terminated.set()
-                if life is not None:
-                    with trio.move_on_after(LIFESPAN_SHUTDOWN_S):
-                        await life.wait_for_shutdown()
-                    life_scope.cancel()
+def _maybe_lifespan(app: Any, state: dict[str, Any], config: ServerConfig,
+                    enabled: bool) -> Any:
+    if not enabled:
+        return _nothing()
+    return http1.lifespan(app, state, shutdown_timeout=config.lifespan_timeout)
+
+
+@asynccontextmanager
+async def _nothing() -> AsyncIterator[None]:
+    yield

@@ -1,16 +1,14 @@
-"""The agent's plain parts: log buffer, artifact lookup and naming, outbox, backoff, config."""
+"""The agent's plain parts: log buffer, artifact lookup and naming, outbox, config."""
 
 from __future__ import annotations
 
 import os
-import random
 import time
 from pathlib import Path
 
 import pytest
 
 from droned import artifact
-from droned.backoff import Backoff
 from droned.config import DroneConfig, load_config, substitute
 from droned.logbuffer import LogBuffer
 from droned.main import main
@@ -100,15 +98,6 @@ def test_outbox_survives_reopen(tmp_path: Path) -> None:
     assert sorted(b for b, _ in again.pending()) == ["b-1", "b/2"]
     again.remove("b-1")
     assert [b for b, _ in Outbox(tmp_path).pending()] == ["b/2"]
-
-
-def test_backoff_grows_with_jitter_and_caps() -> None:
-    b = Backoff(0.5, 8.0, random.Random(1))
-    delays = [b.next() for _ in range(10)]
-    assert 0.25 <= delays[0] <= 0.5
-    assert all(4.0 <= d <= 8.0 for d in delays[5:])
-    b.reset()
-    assert b.next() <= 0.5
 
 
 def test_config_defaults_and_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

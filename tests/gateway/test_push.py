@@ -7,6 +7,9 @@ fake swarmd (a real trio-websocket server on 127.0.0.1 plus an httpx MockTranspo
 from __future__ import annotations
 
 import json
+import socket
+import struct
+from functools import partial
 from typing import Any, cast
 
 import httpx
@@ -15,10 +18,11 @@ import trio
 import trio.testing
 import trio_websocket
 import wsproto
-from wsproto.events import Request
+from wsproto.events import AcceptConnection, Request, TextMessage
 
 from gatewayd import push
 from gatewayd.push import Hub, Snapshot, events_url, snapshot_events
+from gatewayd.wsserver import ServerWebSocket
 
 PUBLIC_FIELDS = {
     "drone_status": ("name", "cores", "status", "current_package"),
@@ -116,15 +120,14 @@ def test_snapshot_keeps_latest_per_drone() -> None:
 
 
 async def serve_memory_client(
-    hub: Hub, stream: trio.abc.Stream, done: list[float] | None = None
+    hub: Hub, stream: trio.abc.HalfCloseableStream, done: list[float] | None = None
 ) -> None:
-    async with trio.open_nursery() as nursery:
-        request = await trio_websocket.wrap_server_stream(nursery, stream)
-        ws = await request.accept()
-        await hub.handle_client(ws)
-        if done is not None:
-            done.append(trio.current_time())
-        nursery.cancel_scope.cancel()
+    ws = ServerWebSocket(stream)
+    assert await ws.receive_request() is not None
+    await ws.accept()
+    await hub.handle_client(ws)
+    if done is not None:
+        done.append(trio.current_time())
 
 
 async def good_client(
@@ -320,6 +323,20 @@ class FakeSwarmd:
         ws = await request.accept()
         await self.scripts.pop(0)(ws)
 
+    async def serve_stream(self, stream: trio.SocketStream) -> None:
+        """``handler`` on a TCP stream of our own (``trio.serve_tcp``), so that a script can
+        break it: ``self.stream`` is the current connection's."""
+        self.stream = stream
+        async with trio.open_nursery() as nursery:
+            await self.handler(await trio_websocket.wrap_server_stream(nursery, stream))
+            nursery.cancel_scope.cancel()
+
+    async def reset(self) -> None:
+        """Break the current connection under both ends: an RST, no close frame."""
+        self.stream.socket.setsockopt(
+            socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        await self.stream.aclose()
+
     def http(self, request: httpx.Request) -> httpx.Response:
         self.http_gets.append(request.url.path)
         if request.url.path == "/api/drones":
@@ -346,7 +363,7 @@ async def test_subscriber_resumes_with_since_and_resyncs(
         await send_events(ws, queue_event(1, 1), drone_event(2, "d-1", "drone-izar", "building"),
                           queue_event(3, 3))
         await trio.sleep(0.2)
-        await push.abort_connection(ws)  # the socket breaks under the gateway
+        await swarmd.reset()  # the socket breaks under the gateway
 
     async def second(ws: trio_websocket.WebSocketConnection) -> None:
         await send_events(ws, queue_event(3, 999))  # an overlap: already seen, ignored
@@ -362,10 +379,9 @@ async def test_subscriber_resumes_with_since_and_resyncs(
     got: list[tuple[float, dict[str, Any]]] = []
     async with httpx.AsyncClient(transport=httpx.MockTransport(swarmd.http)) as http:
         async with trio.open_nursery() as nursery:
-            server = await nursery.start(
-                trio_websocket.serve_websocket, swarmd.handler, "127.0.0.1", 0, None
-            )
-            url = f"http://127.0.0.1:{server.port}"
+            listeners = await nursery.start(
+                partial(trio.serve_tcp, swarmd.serve_stream, 0, host="127.0.0.1"))
+            url = f"http://127.0.0.1:{listeners[0].socket.getsockname()[1]}"
             await nursery.start(hub.run_subscriber, url, "s3cret", http)
             await wait_for(lambda: hub.last_seq == 3)
             # Connected after the first snapshot and a few events: gets the current state.
@@ -426,3 +442,40 @@ async def test_subscriber_retries_while_swarmd_is_down(monkeypatch: pytest.Monke
             assert not hub.upstream_connected
             assert hub.connects == 0
             nursery.cancel_scope.cancel()
+
+
+async def test_subscriber_reconnects_when_swarmd_stops_answering_pings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An upstream that accepts, sends, then never reads again (no pong) is given up on after
+    ``ping_interval_s + pong_timeout_s``, and its socket closed at once: the hub reconnects."""
+    monkeypatch.setattr(push, "BACKOFF_MIN_S", 0.05)
+    swarmd = FakeSwarmd([])
+    connections: list[float] = []
+    gone: list[float] = []
+
+    async def mute(stream: trio.SocketStream) -> None:
+        conn = wsproto.WSConnection(wsproto.ConnectionType.SERVER)
+        while not any(isinstance(e, Request) for e in conn.events()):
+            conn.receive_data(await stream.receive_some(65536))
+        connections.append(trio.current_time())
+        await stream.send_all(conn.send(AcceptConnection()))
+        event = queue_event(len(connections), len(connections))
+        await stream.send_all(conn.send(TextMessage(data=json.dumps(event))))
+        await trio.sleep(1.0)  # pings pile up unread; then see how the gateway left
+        with trio.move_on_after(1):
+            while await stream.receive_some(65536):
+                pass
+            gone.append(trio.current_time())
+
+    hub = Hub(FakeSanitizer(), ping_interval_s=0.1, pong_timeout_s=0.2)
+    async with httpx.AsyncClient(transport=httpx.MockTransport(swarmd.http)) as http:
+        async with trio.open_nursery() as nursery:
+            listeners = await nursery.start(partial(trio.serve_tcp, mute, 0, host="127.0.0.1"))
+            port = listeners[0].socket.getsockname()[1]
+            await nursery.start(hub.run_subscriber, f"http://127.0.0.1:{port}", "", http)
+            await wait_for(lambda: len(connections) >= 2, limit_s=3)
+            await wait_for(lambda: bool(gone), limit_s=3)
+            nursery.cancel_scope.cancel()
+    assert 0.3 <= connections[1] - connections[0] < 1.0
+    assert hub.last_seq is not None

@@ -13,6 +13,7 @@ from typing import Any
 
 import jsonschema
 import referencing
+import referencing.jsonschema
 import yaml
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
@@ -67,7 +68,7 @@ class ApiSchema:
                 and method.lower() in self.doc["paths"][t]]
         if not hits:
             raise AssertionError(f"{method.upper()} {path} is not in {self.path.name}")
-        return min(hits, key=lambda t: t.count("{"))
+        return str(min(hits, key=lambda t: t.count("{")))
 
     def _deref(self, node: dict[str, Any]) -> dict[str, Any]:
         while "$ref" in node:
@@ -105,7 +106,7 @@ class ApiSchema:
         ctype = content_type if content_type in content else next(iter(content))
         esc = ctype.replace("~", "~0").replace("/", "~1")
         if "$ref" in raw:
-            return raw["$ref"][1:] + f"/content/{esc}/schema"
+            return str(raw["$ref"])[1:] + f"/content/{esc}/schema"
         tesc = template.replace("~", "~0").replace("/", "~1")
         return f"/paths/{tesc}/{method.lower()}/responses/{status}/content/{esc}/schema"
 

@@ -13,10 +13,7 @@ from typing import Any
 
 import httpx
 
-from tests.conftest import BIN, REPO, SwarmdProc
-
-EMPTY = REPO / "tests" / "data" / "empty.toml"
-
+from harness.procs import BIN, EMPTY, REPO, SwarmdProc
 
 
 def wait_for(pred: Any, timeout: float = 60, what: str = "condition") -> Any:

@@ -1,13 +1,14 @@
 """Run the real swarmd with a fault injected into the journal: after N successful fsyncs
 (or writes) of journal segments, every further one fails with the errno given.
 
-    python -m tests.fault_swarmd fsync|write ERRNO N -- <swarmd args>
+    python -m harness.fault_swarmd fsync|write ERRNO N -- <swarmd args>
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from typing import Any
 
 
 def main() -> int:
@@ -34,16 +35,16 @@ def main() -> int:
                 raise OSError(code, os.strerror(code))
         real_fsync(fd)
 
-    def bad_write(fd: int, data: object) -> int:
+    def bad_write(fd: int, data: Any) -> int:
         if fd in journal_fds and what == "write":
             count["n"] += 1
             if count["n"] > after:
                 raise OSError(code, os.strerror(code))
-        return real_write(fd, data)  # type: ignore[arg-type]
+        return real_write(fd, data)
 
-    os.open = spy_open  # type: ignore[assignment]
-    os.fsync = bad_fsync
-    os.write = bad_write  # type: ignore[assignment]
+    os.open = spy_open
+    os.fsync = bad_fsync  # type: ignore[assignment]
+    os.write = bad_write
     from swarmd.main import main as swarmd_main
 
     return swarmd_main(args)

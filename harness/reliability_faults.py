@@ -360,7 +360,7 @@ def run_input_faults(max_examples: int, seed: int = 0,
     from hypothesis import seed as hseed
     from hypothesis import strategies as st
 
-    from tests.conftest import MemoryJournal
+    from harness.memory_journal import MemoryJournal
 
     statuses: Counter[int] = Counter()
     endpoints: Counter[str] = Counter()
@@ -520,7 +520,7 @@ def _no_constants(name: str) -> Any:
 async def security_checks(tmp: Path) -> dict[str, Any]:
     """Drone protocol without (or with a wrong) token is refused and changes nothing; a drone
     cannot complete, log to or heartbeat another drone's build."""
-    from tests.conftest import MemoryJournal
+    from harness.memory_journal import MemoryJournal
 
     cfg = SwarmdConfig(state_dir=str(tmp / "sec"), drone_token="drone-secret",
                        control_token="ctl-secret")
