@@ -212,8 +212,9 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
     async def _commit(ev: dict[str, Any]) -> None:
         raise AssertionError(f"reconcile found the index wrong: {ev}")
 
-    orch = types.SimpleNamespace(state=types.SimpleNamespace(packages=pkgs), commit=_commit)
-    pub = Publisher(orch, big)  # type: ignore[arg-type]
+    durable = types.SimpleNamespace(state=types.SimpleNamespace(packages=pkgs), commit=_commit,
+                                    wall=time.time)
+    pub = Publisher(durable, big)
     t0 = time.perf_counter()
     pub.binhost.open()
     t_open = time.perf_counter() - t0

@@ -1,6 +1,10 @@
 """swarmd's HTTP API (SPEC sections 3 and 4) on quart-trio.
 
-Handlers validate at the edge, then call the Orchestrator; every error is the JSON error body.
+Handlers validate at the edge, then call the orchestrator's parts (``orch.committer``,
+``orch.ops``, ``orch.soft``, ``orch.logs``); every error is the JSON error body. ``create_app``
+only assembles: each area's routes are registered by a small function of their own
+(``_status_routes``, ``_queue_routes``, ``_drone_routes``, ``_build_routes``,
+``_drone_protocol_routes``, ``_event_routes``).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from swarmd import droneproto, submission
 from swarmd import journal_events as je
 from swarmd.metrics import Metrics
 from swarmd.service import Orchestrator
-from swarmd.state import ENTRY_STATES, FINAL, Build, Drone, Entry
+from swarmd.state import ENTRY_STATES, FINAL, Build, Drone, Entry, Request, State
 from swarmlib import __version__, logsetup
 from swarmlib.config import redacted
 from swarmlib.errors import BadRequest, BadSubmission, SwarmError
@@ -91,14 +95,14 @@ def entry_json(e: Entry, state: Any, targets: set[str] | None = None) -> dict[st
 
 
 def build_json(b: Build, orch: Orchestrator) -> dict[str, Any]:
-    soft = orch.soft.get(b.drone_id)
     return {
         "id": b.id, "entry_id": b.entry_id, "cpv": b.cpv, "drone": b.drone_id,
         "drone_name": b.drone_name, "attempt": b.attempt, "state": b.state, "result": b.result,
         "started": iso(b.started), "finished": iso(b.finished), "duration_s": b.duration_s,
         "started_ts": b.started, "finished_ts": b.finished,
         "artifact": b.artifact, "error": b.error,
-        "progress": soft.progress.get(b.id) if soft and b.state != "finished" else None,
+        "progress": (orch.soft.progress(b.drone_id, b.id) if b.state != "finished"
+                     else None),
     }
 
 
@@ -109,7 +113,7 @@ def drone_json(d: Drone, orch: Orchestrator) -> dict[str, Any]:
         "id": d.id, "name": d.name, "hostname": d.hostname, "ip": d.ip, "mac": d.mac,
         "cores": d.cores, "arch": d.arch, "chost": d.chost, "version": d.version,
         "target_id": d.target_id or None, "target": d.target,
-        "status": orch.drone_status(d.id),
+        "status": orch.soft.status(d.id),
         "last_heartbeat": iso(soft.last_beat_wall) if soft else None,
         "load": soft.load if soft else None, "slots": d.slots, "registered": iso(d.registered),
         "current_builds": [
@@ -120,6 +124,30 @@ def drone_json(d: Drone, orch: Orchestrator) -> dict[str, Any]:
         ],
         "failures_in_row": d.failures_in_row, "cooldown_until": iso(d.cooldown_until),
     }
+
+
+def request_json(r: Request, st: State) -> dict[str, Any]:
+    return {
+        "id": r.id, "state": "complete" if r.finished is not None else "open",
+        "created": iso(r.created), "finished": iso(r.finished), "packages": r.packages,
+        "counts": {**st.request_counts(r), "skipped": len(r.skipped_cpvs)},
+        "entries": list(r.entries), "cycles": r.cycles, "priority": r.priority,
+        "summary": st.request_summary(r),
+    }
+
+
+def _limit(default: int, maximum: int, name: str = "limit") -> int:
+    """The request's ``?limit=`` (or ``name``) argument, checked."""
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    try:
+        n = int(raw)
+    except ValueError:
+        raise BadRequest(f"{name}: expected an integer, got {raw!r}") from None
+    if n < 0 or n > maximum:
+        raise BadRequest(f"{name}: must be between 0 and {maximum}")
+    return n
 
 
 def _targets_summary(st: Any) -> list[dict[str, Any]]:
@@ -148,10 +176,19 @@ def create_app(orch: Orchestrator, metrics: Metrics | None = None) -> QuartTrio:
     app = QuartTrio("swarmd", root_path=here, instance_path=here)
     app.config["MAX_CONTENT_LENGTH"] = submission.MAX_BODY
     app.config["BODY_TIMEOUT"] = 60
-    cfg = orch.cfg
-    hostname = socket.gethostname()
     metrics = metrics or Metrics(orch)
+    _error_handlers(app)
+    _auth(app, orch.cfg.control_token, metrics)
+    _status_routes(app, orch, metrics)
+    _queue_routes(app, orch, metrics)
+    _drone_routes(app, orch)
+    _build_routes(app, orch)
+    _drone_protocol_routes(app, orch, metrics)
+    _event_routes(app, orch, metrics)
+    return app
 
+
+def _error_handlers(app: QuartTrio) -> None:
     @app.errorhandler(SwarmError)
     async def _swarm_error(exc: SwarmError) -> Response:
         extra: dict[str, Any] = {}
@@ -172,25 +209,32 @@ def create_app(orch: Orchestrator, metrics: Metrics | None = None) -> QuartTrio:
             msg = f"method {request.method} is not allowed on {request.path}"
         return error(exc.code or 500, code, msg)
 
+
+def _auth(app: QuartTrio, control_token: str, metrics: Metrics) -> None:
     @app.before_request
-    async def _auth() -> Response | None:
+    async def _check() -> Response | None:
         if droneproto.route(request.method, request.path) is not None:
             return None  # droneproto.dispatch applies the drone token rule
         if request.method in ("POST", "DELETE", "PUT", "PATCH"):
-            if not droneproto.token_ok(cfg.control_token, request.headers.get("Authorization")):
+            if not droneproto.token_ok(control_token, request.headers.get("Authorization")):
                 metrics.auth_failures.labels("control").inc()
                 return error(401, "unauthorized", "missing or wrong control token "
                              "(Authorization: Bearer $SWARM_CONTROL_TOKEN)")
         return None
 
-    # ------------------------------------------------------------------ operator API
+
+def _status_routes(app: QuartTrio, orch: Orchestrator, metrics: Metrics) -> None:
+    """Health, configuration, recent log lines, Prometheus metrics."""
+    hostname = socket.gethostname()
+    committer = orch.committer
+
     @app.get("/api/status")
     async def status() -> Response:
-        st = orch.state
-        j = orch.journal
+        st = committer.state
+        j = committer.journal
         drones = {"ready": 0, "building": 0, "degraded": 0, "offline": 0}
         for d in st.drones.values():
-            drones[orch.drone_status(d.id)] += 1
+            drones[orch.soft.status(d.id)] += 1
         open_req = sum(1 for r in st.requests.values() if r.finished is None)
         return _json({
             "status": "ok", "version": __version__,
@@ -199,7 +243,7 @@ def create_app(orch: Orchestrator, metrics: Metrics | None = None) -> QuartTrio:
                 "dir": str(orch.state_dir), "bytes": j.bytes if j else 0,
                 "records": j.appends if j else 0, "last_seq": st.seq,
                 "segments": len(list(orch.state_dir.glob("journal-*.log"))),
-                "recovered_events": orch.recovered_events,
+                "recovered_events": committer.recovered_events,
             },
             "counts": dict(st.counts), "queue": st.queue_counts(), "drones": drones,
             "targets": _targets_summary(st),
@@ -207,15 +251,35 @@ def create_app(orch: Orchestrator, metrics: Metrics | None = None) -> QuartTrio:
             "requests": {"open": open_req, "complete": len(st.requests) - open_req},
         })
 
+    @app.get("/api/config")
+    async def config() -> Response:
+        return _json({"config": redacted(orch.cfg)})
+
+    @app.get("/api/logs")
+    async def logs() -> Response:
+        limit = _limit(200, 2000)
+        lines = list(logsetup.RECENT)[-limit:] if limit else []
+        return _json({"lines": [{**ln, "time": iso(ln["time"])} for ln in lines]})
+
+    @app.get("/metrics")
+    async def prom() -> Response:
+        body, ctype = metrics.render()
+        return Response(body, content_type=ctype)
+
+
+def _queue_routes(app: QuartTrio, orch: Orchestrator, metrics: Metrics) -> None:
+    """The queue, submissions, cancels, requests, packages and compile-time history."""
+    committer = orch.committer
+
     @app.get("/api/queue")
     async def get_queue() -> Response:
-        st = orch.state
+        st = committer.state
         want = request.args.get("state")
         states = set(want.split(",")) if want else None
         if states and not states <= set(ENTRY_STATES):
             raise BadRequest(f"state: unknown state(s) {', '.join(sorted(states - set(ENTRY_STATES)))}; "
                              f"known: {', '.join(ENTRY_STATES)}")
-        entries = sorted(st.entries.values(), key=st._key)
+        entries = sorted(st.entries.values(), key=st.sort_key)
         targets = online_targets(st)
         return _json({
             "entries": [entry_json(e, st, targets) for e in entries
@@ -225,60 +289,11 @@ def create_app(orch: Orchestrator, metrics: Metrics | None = None) -> QuartTrio:
 
     @app.post("/api/queue")
     async def post_queue() -> Response:
-        ctype = (request.content_type or "").split(";")[0].strip().lower()
-        raw = await _raw_body()
-        if len(raw) > submission.MAX_BODY:
-            return error(413, "too_large", "request body is larger than 8 MiB")
-        priority = 0
-        rid: str | None = None
-        target: dict[str, Any] | None = None
         t0 = time.perf_counter()
-        if ctype == "application/json":
-            try:
-                doc = json.loads(raw)
-            except ValueError as exc:
-                raise BadRequest(f"body is not valid JSON: {exc}") from None
-            if isinstance(doc, dict) and isinstance(doc.get("request_id"), str):
-                existing = orch.state.requests.get(doc["request_id"])
-                if existing is not None:
-                    return _json(_record(orch.state.request_record(existing, duplicate=True)))
-            sub, priority, rid = await trio.to_thread.run_sync(submission.parse_json, doc)
-            if isinstance(doc, dict) and doc.get("target") is not None:
-                target = _target(doc["target"], "body.target")
-        elif ctype in ("text/plain", "", "application/octet-stream"):
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError:
-                text = raw.decode("latin-1")
-            sub = await trio.to_thread.run_sync(submission.parse_text, text)
-            header = request.headers.get("X-Swarm-Target")
-            if header:
-                try:
-                    parsed = json.loads(header)
-                except ValueError as exc:
-                    raise BadRequest(f"header X-Swarm-Target: not valid JSON: {exc}") from None
-                target = _target(parsed, "header X-Swarm-Target")
-            rid = request.args.get("request_id") or request.headers.get("X-Request-Id")
-            if rid is not None and rid in orch.state.requests:
-                return _json(_record(orch.state.request_record(orch.state.requests[rid],
-                                                               duplicate=True)))
-            prio_arg = request.args.get("priority")
-            if prio_arg is not None:
-                try:
-                    priority = int(prio_arg)
-                except ValueError:
-                    raise BadRequest("priority: expected an integer") from None
-        else:
-            return error(415, "unsupported_media_type",
-                         f"content type {ctype!r}: send text/plain emerge output or application/json")
-        if rid is None:
-            rid = "r-" + secrets.token_hex(8)
-        event = je.Submit(
-            ts=orch.wall(), request_id=rid, packages=sub.packages, deps=sub.deps,
-            cycles=sub.cycles, priority=priority,
-            use={cpv: list(flags) for cpv, flags in sub.use.items()} if sub.use else None,
-            target=target, target_id=target_id(target) if target is not None else "")
-        out = await orch.commit(event)
+        event = await _submission(committer.state, orch.wall())
+        if isinstance(event, Response):
+            return event
+        out = await committer.commit(event)
         rec = _record(out.result)
         status_code = 200 if rec.get("duplicate") else 202
         log.info("request %s: %d packages, %d queued, %d skipped, %d merged, %d cycles "
@@ -290,7 +305,7 @@ def create_app(orch: Orchestrator, metrics: Metrics | None = None) -> QuartTrio:
 
     @app.delete("/api/queue/<ident>")
     async def cancel(ident: str) -> Response:
-        st = orch.state
+        st = committer.state
         if ident not in st.requests and ident not in st.entries:
             return error(404, "not_found", f"no request or queue entry with id {ident!r}")
         # Refuse what is already finished before journaling anything (apply re-checks).
@@ -300,94 +315,26 @@ def create_app(orch: Orchestrator, metrics: Metrics | None = None) -> QuartTrio:
         e = st.entries.get(ident)
         if e is not None and e.state in FINAL:
             return error(409, "conflict", f"entry {ident} is already {e.state}")
-        out = await orch.commit(je.Cancel(ts=orch.wall(), target=ident))
+        out = await committer.commit(je.Cancel(ts=orch.wall(), target=ident))
         if not out.ok:
             return error(409 if out.code == "conflict" else 404, out.code, out.message)
-        orch.poke()
         return _json(out.result)
 
     @app.get("/api/requests")
     async def requests_list() -> Response:
-        st = orch.state
-        return _json({"requests": [_request_json(r) for r in st.requests.values()]})
-
-    def _request_json(r: Any) -> dict[str, Any]:
-        st = orch.state
-        return {
-            "id": r.id, "state": "complete" if r.finished is not None else "open",
-            "created": iso(r.created), "finished": iso(r.finished), "packages": r.packages,
-            "counts": {**st.request_counts(r), "skipped": len(r.skipped_cpvs)},
-            "entries": list(r.entries), "cycles": r.cycles, "priority": r.priority,
-            "summary": st.request_summary(r),
-        }
+        st = committer.state
+        return _json({"requests": [request_json(r, st) for r in st.requests.values()]})
 
     @app.get("/api/requests/<rid>")
     async def request_one(rid: str) -> Response:
-        r = orch.state.requests.get(rid)
+        r = committer.state.requests.get(rid)
         if r is None:
             return error(404, "not_found", f"no request with id {rid!r}")
-        return _json(_request_json(r))
-
-    @app.get("/api/drones")
-    async def drones() -> Response:
-        return _json({"drones": [drone_json(d, orch) for d in orch.state.drones.values()]})
-
-    @app.get("/api/drones/<did>")
-    async def drone_one(did: str) -> Response:
-        d = orch.state.drones.get(did)
-        if d is None:
-            did2 = orch.state.drone_by_name.get(did)
-            d = orch.state.drones.get(did2) if did2 else None
-        if d is None:
-            return error(404, "not_found", f"no drone with id or name {did!r}")
-        doc = drone_json(d, orch)
-        recent = [b for b in reversed(list(orch.state.builds.values())) if b.drone_id == d.id][:20]
-        doc["recent_builds"] = [build_json(b, orch) for b in recent]
-        return _json(doc)
-
-    @app.post("/api/drones/<did>/restart")
-    async def drone_restart(did: str) -> Response:
-        if did not in orch.state.drones:
-            did = orch.state.drone_by_name.get(did, did)
-        await orch.queue_restart(did)
-        log.info("restart queued for drone %s", did, extra={"ids": {"drone": did}})
-        return _json({"drone_id": did, "command": "restart"}, 202)
-
-    @app.get("/api/builds")
-    async def builds() -> Response:
-        limit = _limit(100, 1000)
-        out = []
-        for b in reversed(list(orch.state.builds.values())):
-            out.append(build_json(b, orch))
-            if len(out) >= limit:
-                break
-        return _json({"builds": out})
-
-    def _limit(default: int, maximum: int, name: str = "limit") -> int:
-        raw = request.args.get(name)
-        if raw is None:
-            return default
-        try:
-            n = int(raw)
-        except ValueError:
-            raise BadRequest(f"{name}: expected an integer, got {raw!r}") from None
-        if n < 0 or n > maximum:
-            raise BadRequest(f"{name}: must be between 0 and {maximum}")
-        return n
-
-    @app.get("/api/builds/<bid>")
-    async def build_one(bid: str) -> Response:
-        b = orch.state.builds.get(bid)
-        if b is None:
-            return error(404, "not_found", f"no build with id {bid!r}")
-        tail = _limit(0, 100000, "tail") if request.args.get("tail") else None
-        doc = build_json(b, orch)
-        doc["log"] = await trio.to_thread.run_sync(orch.read_log, bid, tail)
-        return _json(doc)
+        return _json(request_json(r, committer.state))
 
     @app.get("/api/packages")
     async def packages() -> Response:
-        st = orch.state
+        st = committer.state
         out = []
         for p in st.packages.values():
             out.append({"cpv": p.cpv, "state": "built", "built": True,
@@ -400,16 +347,6 @@ def create_app(orch: Orchestrator, metrics: Metrics | None = None) -> QuartTrio:
                         "build_id": e.build_id, "artifact": None, "drone": e.drone,
                         "target_id": e.target_id or None, "use": e.use})
         return _json({"packages": out})
-
-    @app.get("/api/config")
-    async def config() -> Response:
-        return _json({"config": redacted(cfg)})
-
-    @app.get("/api/logs")
-    async def logs() -> Response:
-        limit = _limit(200, 2000)
-        lines = list(logsetup.RECENT)[-limit:] if limit else []
-        return _json({"lines": [{**ln, "time": iso(ln["time"])} for ln in lines]})
 
     @app.post("/api/history")
     async def history() -> Response:
@@ -424,18 +361,125 @@ def create_app(orch: Orchestrator, metrics: Metrics | None = None) -> QuartTrio:
                 raise BadRequest(f"body.packages: {k!r} is not a 'category/name'")
             if isinstance(v, bool) or not isinstance(v, int | float) or not (0 < v < 10 * 86400):
                 raise BadRequest(f"body.packages[{k!r}]: expected seconds between 0 and 864000")
-        out = await orch.commit(je.History(ts=orch.wall(),
-                                           packages={k: float(v) for k, v in pk.items()}))
+        out = await committer.commit(je.History(ts=orch.wall(),
+                                                packages={k: float(v) for k, v in pk.items()}))
         return _json(out.result)
 
-    @app.get("/metrics")
-    async def prom() -> Response:
-        body, ctype = metrics.render()
-        return Response(body, content_type=ctype)
 
-    # ------------------------------------------------------------------ drone protocol
-    # swarm-drone's keep-alive connections are served by the drone lane (swarmd.front); these
-    # routes carry what the lane hands to Hypercorn. Both run droneproto.dispatch.
+async def _submission(st: State, now: float) -> je.Submit | Response:
+    """The ``submit`` event of a ``POST /api/queue``, or the answer when there is nothing to
+    journal (a repeated ``request_id``, a body that is too large or of an unknown type)."""
+    ctype = (request.content_type or "").split(";")[0].strip().lower()
+    raw = await _raw_body()
+    if len(raw) > submission.MAX_BODY:
+        return error(413, "too_large", "request body is larger than 8 MiB")
+    priority = 0
+    rid: str | None = None
+    target: dict[str, Any] | None = None
+    if ctype == "application/json":
+        try:
+            doc = json.loads(raw)
+        except ValueError as exc:
+            raise BadRequest(f"body is not valid JSON: {exc}") from None
+        if isinstance(doc, dict) and isinstance(doc.get("request_id"), str):
+            existing = st.requests.get(doc["request_id"])
+            if existing is not None:
+                return _json(_record(st.request_record(existing, duplicate=True)))
+        sub, priority, rid = await trio.to_thread.run_sync(submission.parse_json, doc)
+        if isinstance(doc, dict) and doc.get("target") is not None:
+            target = _target(doc["target"], "body.target")
+    elif ctype in ("text/plain", "", "application/octet-stream"):
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            text = raw.decode("latin-1")
+        sub = await trio.to_thread.run_sync(submission.parse_text, text)
+        header = request.headers.get("X-Swarm-Target")
+        if header:
+            try:
+                parsed = json.loads(header)
+            except ValueError as exc:
+                raise BadRequest(f"header X-Swarm-Target: not valid JSON: {exc}") from None
+            target = _target(parsed, "header X-Swarm-Target")
+        rid = request.args.get("request_id") or request.headers.get("X-Request-Id")
+        if rid is not None and rid in st.requests:
+            return _json(_record(st.request_record(st.requests[rid], duplicate=True)))
+        prio_arg = request.args.get("priority")
+        if prio_arg is not None:
+            try:
+                priority = int(prio_arg)
+            except ValueError:
+                raise BadRequest("priority: expected an integer") from None
+    else:
+        return error(415, "unsupported_media_type",
+                     f"content type {ctype!r}: send text/plain emerge output or application/json")
+    return je.Submit(
+        ts=now, request_id=rid or "r-" + secrets.token_hex(8), packages=sub.packages,
+        deps=sub.deps, cycles=sub.cycles, priority=priority,
+        use={cpv: list(flags) for cpv, flags in sub.use.items()} if sub.use else None,
+        target=target, target_id=target_id(target) if target is not None else "")
+
+
+def _drone_routes(app: QuartTrio, orch: Orchestrator) -> None:
+    """Drones as operators see them, and the restart command."""
+    committer = orch.committer
+
+    @app.get("/api/drones")
+    async def drones() -> Response:
+        return _json({"drones": [drone_json(d, orch) for d in committer.state.drones.values()]})
+
+    @app.get("/api/drones/<did>")
+    async def drone_one(did: str) -> Response:
+        st = committer.state
+        d = st.drones.get(did)
+        if d is None:
+            did2 = st.drone_by_name.get(did)
+            d = st.drones.get(did2) if did2 else None
+        if d is None:
+            return error(404, "not_found", f"no drone with id or name {did!r}")
+        doc = drone_json(d, orch)
+        recent = [b for b in reversed(list(st.builds.values())) if b.drone_id == d.id][:20]
+        doc["recent_builds"] = [build_json(b, orch) for b in recent]
+        return _json(doc)
+
+    @app.post("/api/drones/<did>/restart")
+    async def drone_restart(did: str) -> Response:
+        if did not in committer.state.drones:
+            did = committer.state.drone_by_name.get(did, did)
+        await orch.ops.queue_restart(did)
+        log.info("restart queued for drone %s", did, extra={"ids": {"drone": did}})
+        return _json({"drone_id": did, "command": "restart"}, 202)
+
+
+def _build_routes(app: QuartTrio, orch: Orchestrator) -> None:
+    """Build history and one build with its log."""
+    committer = orch.committer
+
+    @app.get("/api/builds")
+    async def builds() -> Response:
+        limit = _limit(100, 1000)
+        out = []
+        for b in reversed(list(committer.state.builds.values())):
+            out.append(build_json(b, orch))
+            if len(out) >= limit:
+                break
+        return _json({"builds": out})
+
+    @app.get("/api/builds/<bid>")
+    async def build_one(bid: str) -> Response:
+        b = committer.state.builds.get(bid)
+        if b is None:
+            return error(404, "not_found", f"no build with id {bid!r}")
+        tail = _limit(0, 100000, "tail") if request.args.get("tail") else None
+        doc = build_json(b, orch)
+        doc["log"] = await trio.to_thread.run_sync(orch.logs.read, bid, tail)
+        return _json(doc)
+
+
+def _drone_protocol_routes(app: QuartTrio, orch: Orchestrator, metrics: Metrics) -> None:
+    """swarm-drone's keep-alive connections are served by the drone lane (swarmd.front); these
+    routes carry what the lane hands to Hypercorn. Both run droneproto.dispatch."""
+
     async def _drone_call(endpoint: str, ident: str) -> Response:
         headers = {k.lower(): v for k, v in request.headers.items()}
         status_code, body = await droneproto.dispatch(orch, metrics, endpoint, ident, headers,
@@ -464,10 +508,14 @@ def create_app(orch: Orchestrator, metrics: Metrics | None = None) -> QuartTrio:
     async def complete(bid: str) -> Response:
         return await _drone_call("complete", bid)
 
-    # ------------------------------------------------------------------ events
+
+def _event_routes(app: QuartTrio, orch: Orchestrator, metrics: Metrics) -> None:
+    """The live event stream (SPEC section 6), control token required."""
+    control_token = orch.cfg.control_token
+
     @app.websocket("/api/events")
     async def events() -> None:
-        if not droneproto.token_ok(cfg.control_token, websocket.headers.get("Authorization")):
+        if not droneproto.token_ok(control_token, websocket.headers.get("Authorization")):
             metrics.auth_failures.labels("control").inc()
             await websocket.close(1008, "missing or wrong control token")
             return
@@ -490,5 +538,3 @@ def create_app(orch: Orchestrator, metrics: Metrics | None = None) -> QuartTrio:
                 await websocket.close(1013, "consumer too slow: reconnect with ?since=")
         finally:
             orch.hub.unsubscribe(sub)
-
-    return app

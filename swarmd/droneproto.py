@@ -24,6 +24,7 @@ from swarmlib.target import target_id
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    from swarmd.droneops import DroneOps
     from swarmd.metrics import Metrics
     from swarmd.service import Orchestrator
 
@@ -100,13 +101,13 @@ def json_object(raw: bytes) -> dict[str, Any]:
     return doc
 
 
-async def register(orch: Orchestrator, doc: dict[str, Any]) -> dict[str, Any]:
+async def register(ops: DroneOps, doc: dict[str, Any]) -> dict[str, Any]:
     name = string(doc, "name", maxlen=128)
     if not name.strip():
         raise BadRequest("body.name: must not be empty")
     target = _target(doc)
     body = je.Register(
-        ts=orch.wall(), session="",  # both minted by Orchestrator.register
+        ts=0.0, session="",  # both minted by DroneOps.register
         name=name.strip(),
         hostname=string(doc, "hostname", default=""),
         ip=string(doc, "ip", default=""),
@@ -118,7 +119,7 @@ async def register(orch: Orchestrator, doc: dict[str, Any]) -> dict[str, Any]:
         slots=num(doc, "slots", minimum=1, maximum=256, integer=True, default=1),
         target=target, target_id=target_id(target) if target is not None else "",
     )
-    return await orch.register(body)
+    return await ops.register(body)
 
 
 def _target(doc: dict[str, Any]) -> dict[str, Any] | None:
@@ -131,7 +132,7 @@ def _target(doc: dict[str, Any]) -> dict[str, Any] | None:
         raise BadRequest(f"body.{exc}") from None
 
 
-async def heartbeat(orch: Orchestrator, did: str, doc: dict[str, Any]) -> dict[str, Any]:
+async def heartbeat(ops: DroneOps, did: str, doc: dict[str, Any]) -> dict[str, Any]:
     session = string(doc, "session")
     status_ = string(doc, "status", default="ready")
     if status_ not in ("ready", "building"):
@@ -147,27 +148,27 @@ async def heartbeat(orch: Orchestrator, did: str, doc: dict[str, Any]) -> dict[s
         if p is not None and (isinstance(p, bool) or not isinstance(p, int | float)
                               or not 0 <= p <= 100):
             raise BadRequest("body.builds[].progress: expected a percentage 0-100")
-    return await orch.heartbeat(did, session, status_, float(load), builds_,
-                                target=_target(doc))
+    return await ops.heartbeat(did, session, status_, float(load), builds_,
+                               target=_target(doc))
 
 
-async def lease(orch: Orchestrator, did: str, doc: dict[str, Any]) -> dict[str, Any] | None:
+async def lease(ops: DroneOps, did: str, doc: dict[str, Any]) -> dict[str, Any] | None:
     """The leased build, or None when there was no work within ``wait_s`` (HTTP 204)."""
     session = string(doc, "session")
     num(doc, "slots", minimum=1, maximum=256, integer=True, default=1)
     wait_s = float(num(doc, "wait_s", minimum=0, maximum=30, default=30))
-    orch.state.check_session(did, session)
-    return await orch.lease(did, session, wait_s)
+    ops.check_session(did, session)
+    return await ops.lease(did, session, wait_s)
 
 
-async def build_log(orch: Orchestrator, bid: str, lease_header: str,
+async def build_log(ops: DroneOps, bid: str, lease_header: str,
                     chunk: bytes) -> dict[str, Any]:
     if not lease_header:
         raise BadRequest("header X-Swarm-Lease is required")
-    return {"bytes": await orch.append_log(bid, lease_header, chunk)}
+    return {"bytes": await ops.append_log(bid, lease_header, chunk)}
 
 
-async def complete(orch: Orchestrator, bid: str, doc: dict[str, Any],
+async def complete(ops: DroneOps, bid: str, doc: dict[str, Any],
                    metrics: Metrics | None = None) -> dict[str, Any]:
     lease_ = string(doc, "lease")
     result = string(doc, "result")
@@ -203,14 +204,14 @@ async def complete(orch: Orchestrator, bid: str, doc: dict[str, Any],
             or not all(isinstance(n, str) and 0 < len(n) <= 256 for n in needs)):
         raise BadRequest("body.needs: expected a list of at most 256 CPVs")
     atom = doc.get("atom")
-    b = orch.state.builds.get(bid)
-    if atom is not None and b is not None and atom not in (b.cpv, "=" + b.cpv):
-        raise BadRequest(f"body.atom: {atom!r} is not the leased package {b.cpv}")
+    cpv = ops.package_of(bid)
+    if atom is not None and cpv is not None and atom not in (cpv, "=" + cpv):
+        raise BadRequest(f"body.atom: {atom!r} is not the leased package {cpv}")
     report = je.Complete(
-        ts=orch.wall(), build_id=bid, lease=lease_, result=je.Report(result),
+        ts=0.0, build_id=bid, lease=lease_, result=je.Report(result),  # ts: DroneOps stamps it
         duration_s=float(duration), artifact=artifact, error=(err or "")[:4000] or None,
         unbuildable=unbuildable, needs=[n.lstrip("=") for n in needs] if unbuildable else [])
-    out = await orch.complete(report)
+    out = await ops.complete(report)
     if result != "returned" and metrics is not None:
         metrics.build_seconds.labels(result).observe(float(duration))
     return out
@@ -218,7 +219,8 @@ async def complete(orch: Orchestrator, bid: str, doc: dict[str, Any],
 
 async def dispatch(orch: Orchestrator, metrics: Metrics | None, endpoint: str, ident: str,
                    headers: Mapping[str, str], body: bytes) -> tuple[int, bytes]:
-    """One drone protocol call: ``(status, JSON body)``; 204 has an empty body.
+    """One drone protocol call on ``orch.ops``: ``(status, JSON body)``; 204 has an empty
+    body.
 
     ``headers`` has lower-case names. Errors the caller made are answered here; anything
     else propagates (the carrier logs it and answers 500).
@@ -228,22 +230,23 @@ async def dispatch(orch: Orchestrator, metrics: Metrics | None, endpoint: str, i
             metrics.auth_failures.labels("drone").inc()
         return error_doc(401, "unauthorized", "missing or wrong drone token "
                          "(Authorization: Bearer $SWARM_DRONE_TOKEN)")
+    ops = orch.ops
     try:
         out: dict[str, Any] | None
         if endpoint == "log":
-            out = await build_log(orch, ident, headers.get("x-swarm-lease", ""), body)
+            out = await build_log(ops, ident, headers.get("x-swarm-lease", ""), body)
         else:
             doc = json_object(body)
             if endpoint == "register":
-                out = await register(orch, doc)
+                out = await register(ops, doc)
             elif endpoint == "heartbeat":
-                out = await heartbeat(orch, ident, doc)
+                out = await heartbeat(ops, ident, doc)
             elif endpoint == "lease":
-                out = await lease(orch, ident, doc)
+                out = await lease(ops, ident, doc)
                 if out is None:
                     return 204, b""
             elif endpoint == "complete":
-                out = await complete(orch, ident, doc, metrics)
+                out = await complete(ops, ident, doc, metrics)
             else:
                 raise ValueError(f"not a drone protocol endpoint: {endpoint!r}")
     except SwarmError as exc:

@@ -17,7 +17,9 @@ import trio
 from swarmd import journal_events as je
 
 if TYPE_CHECKING:
-    from swarmd.service import Orchestrator
+    from swarmd.committer import Durable
+    from swarmd.dronesoft import SoftState
+    from swarmd.wakeups import Wakeups
 
 log = logging.getLogger("swarmd.heartbeat")
 
@@ -30,10 +32,13 @@ class _Watch:
 
 
 class Supervisor:
-    def __init__(self, orch: Orchestrator) -> None:
-        self.orch = orch
-        self.interval = orch.cfg.heartbeat_interval_s
-        self.offline_after = orch.cfg.offline_after_s
+    def __init__(self, durable: Durable, soft: SoftState, wakeups: Wakeups, *,
+                 interval: float, offline_after: float) -> None:
+        self.durable = durable
+        self.soft = soft
+        self.wakeups = wakeups
+        self.interval = interval
+        self.offline_after = offline_after
         self.watches: dict[str, _Watch] = {}
         self._nursery: trio.Nursery | None = None
 
@@ -78,24 +83,22 @@ class Supervisor:
                     last = trio.current_time()
                     if late:
                         late = False
-                        self.orch.set_late(drone_id, False)
+                        self.soft.set_late(drone_id, False)
                     continue
                 if not late and trio.current_time() < last + self.offline_after:
                     late = True
-                    self.orch.set_late(drone_id, True)
+                    self.soft.set_late(drone_id, True)
                     continue
                 break
-            d = self.orch.state.drones.get(drone_id)
+            d = self.durable.state.drones.get(drone_id)
             name = d.name if d else drone_id
             log.warning("drone %s offline: no heartbeat for %.0f s; its builds go back to the "
                         "queue", name, trio.current_time() - last, extra={"ids": {"drone": drone_id}})
-            out = await self.orch.commit(je.DroneOffline(
-                ts=self.orch.wall(), drone_id=drone_id, session=w.session,
+            out = await self.durable.commit(je.DroneOffline(
+                ts=self.durable.wall(), drone_id=drone_id, session=w.session,
                 why=f"drone offline: no heartbeat for {self.offline_after:.0f} s"))
-            soft = self.orch.soft.get(drone_id)
-            if soft is not None:
-                soft.late = False
+            self.soft.clear_late(drone_id)
             if out.ok:
-                self.orch.poke()
+                self.wakeups.poke()
         if self.watches.get(drone_id) is w:
             del self.watches[drone_id]

@@ -32,7 +32,7 @@ class _StateCollector:
         d = GaugeMetricFamily("swarm_drones", "drones by status", labels=["status"])
         by: dict[str, int] = {"ready": 0, "building": 0, "degraded": 0, "offline": 0}
         for drone in st.drones.values():
-            by[self.orch.drone_status(drone.id)] += 1
+            by[self.orch.soft.status(drone.id)] += 1
         for k, v in by.items():
             d.add_metric([k], v)
         yield d
@@ -44,7 +44,7 @@ class _StateCollector:
         for k, v in sorted(res.items()):
             r.add_metric([k], v)
         yield r
-        j = self.orch.journal
+        j = self.orch.committer.journal
         yield GaugeMetricFamily("swarm_journal_bytes", "bytes in the open journal segment",
                                 value=j.bytes if j else 0)
         late = GaugeMetricFamily("swarm_heartbeat_age_seconds",
@@ -82,7 +82,7 @@ class Metrics:
             self.journal_appends.inc(n)
             self.fsync_seconds.observe(seconds)
 
-        orch.on_batch = on_batch
+        orch.committer.on_batch = on_batch
 
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -26,7 +26,7 @@ from swarmd import journal_events as je
 from swarmd.binhost import Binhost, Collision, PublishError
 
 if TYPE_CHECKING:
-    from swarmd.service import Orchestrator
+    from swarmd.committer import Durable
 
 log = logging.getLogger("swarmd.publish")
 
@@ -37,8 +37,8 @@ OSERROR_TRIES = 10  # a binhost that cannot be written: retried this often, then
 
 
 class Publisher:
-    def __init__(self, orch: Orchestrator, root: Path) -> None:
-        self.orch = orch
+    def __init__(self, durable: Durable, root: Path) -> None:
+        self.durable = durable
         self.binhost = Binhost(root)
         self._send, self._recv = trio.open_memory_channel[str](math.inf)
         self.published = 0
@@ -54,7 +54,7 @@ class Publisher:
         self._send.send_nowait(build_id)
 
     def status(self) -> dict[str, Any]:
-        pending = sum(1 for b in self.orch.state.builds.values() if b.state == "publishing")
+        pending = sum(1 for b in self.durable.state.builds.values() if b.state == "publishing")
         return {"dir": str(self.binhost.root), "published": self.published,
                 "publish_failed": self.failed, "publishing": pending,
                 "last_publish_s": self.last_publish_s, "last_error": self.last_error}
@@ -64,7 +64,7 @@ class Publisher:
         publish builds as they come."""
         await trio.to_thread.run_sync(self.binhost.open)
         await self.reconcile()
-        redo = sorted(b.id for b in self.orch.state.builds.values() if b.state == "publishing")
+        redo = sorted(b.id for b in self.durable.state.builds.values() if b.state == "publishing")
         if redo:
             log.info("publishing %d build(s) that were not in the index at the last stop",
                      len(redo))
@@ -81,7 +81,7 @@ class Publisher:
     async def sweep(self) -> None:
         """Remove day-old uploads no publishing build names (their reports were refused)."""
         self._last_sweep = time.monotonic()
-        builds = self.orch.state.builds
+        builds = self.durable.state.builds
         keep = {str((b.artifact or {}).get("path", "")) for b in builds.values()
                 if b.state == "publishing"}
         live = {bid for bid, b in builds.items() if b.state != "finished"}
@@ -101,8 +101,8 @@ class Publisher:
         counts = {"published": 0, "restored": 0, "missing": 0, "changed": 0, "foreign": 0}
         ours: set[str] = set()
         todo = []
-        keys = {id(p): k for k, p in self.orch.state.packages.items()}
-        for p in list(self.orch.state.packages.values()):
+        keys = {id(p): k for k, p in self.durable.state.packages.items()}
+        for p in list(self.durable.state.packages.values()):
             art = p.artifact or {}
             if "portage_build_id" not in art:
                 continue  # built without a binhost (or by a swarmd before publishing existed)
@@ -134,7 +134,7 @@ class Publisher:
                 log.error("%s (%s) was published but its file is %s: it no longer counts as "
                           "built; the next submission that asks for it builds it again",
                           path, p.cpv, how)
-                await self.orch.commit(je.Unpublished(ts=self.orch.wall(), key=keys[id(p)],
+                await self.durable.commit(je.Unpublished(ts=self.durable.wall(), key=keys[id(p)],
                                                       why=f"file {how}"))
         counts["foreign"] = sum(1 for path in indexed if path not in ours)
         log.info("binhost index checked against the journal in %.2f s: %d published, %d put "
@@ -147,7 +147,7 @@ class Publisher:
     async def _one(self, bid: str) -> None:
         failures = 0
         while True:
-            b = self.orch.state.builds.get(bid)
+            b = self.durable.state.builds.get(bid)
             if b is None or b.state != "publishing" or not b.artifact:
                 return
             art = b.artifact
@@ -185,8 +185,8 @@ class Publisher:
             self.durations = [*self.durations[-999:], took]
             self.published += 1
             self.last_publish_s = round(took, 3)
-            await self.orch.commit(je.Published(
-                ts=self.orch.wall(), build_id=bid, path=pub.path, size=pub.size,
+            await self.durable.commit(je.Published(
+                ts=self.durable.wall(), build_id=bid, path=pub.path, size=pub.size,
                 sha256=pub.sha256, portage_build_id=pub.build_id,
                 upload=str(art.get("path", ""))))
             log.info("published %s as %s (%.2f s)", b.cpv, pub.path, took,
@@ -199,9 +199,9 @@ class Publisher:
         self.last_error = error
         log.warning("publish of %s (build %s from %s) failed: %s", cpv, bid, drone, error,
                     extra={"ids": {"build": bid}})
-        b = self.orch.state.builds.get(bid)
+        b = self.durable.state.builds.get(bid)
         upload = str((b.artifact or {}).get("path", "")) if b is not None else ""
-        await self.orch.commit(je.PublishFailed(ts=self.orch.wall(), build_id=bid, error=error,
+        await self.durable.commit(je.PublishFailed(ts=self.durable.wall(), build_id=bid, error=error,
                                                 collision=collision))
         # The upload will never be published: the next attempt uploads its own file.
         if upload:

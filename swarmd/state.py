@@ -26,7 +26,13 @@ Invariants (checked by tests/test_state_properties.py):
 - a request is complete iff every one of its entries is final.
 
 Soft state (heartbeat times, load, progress, lateness) lives in the shell, not here: it is not
-journaled and is rebuilt from the drones' next heartbeats after a restart.
+journaled and is rebuilt from the drones' next heartbeats after a restart. Restart commands for
+a drone's agent are durable (``Drone.commands``: ``restart_requested`` adds, a heartbeat's
+``restart_delivered`` or a new session clears).
+
+Events are the classes of ``swarmd.journal_events``; ``apply`` finds each one's handler in
+``_HANDLERS`` (class -> method), so an event without a handler is found by a test, not at
+replay.
 
 ``apply`` returns an ``Outcome``: the result for the caller (or a refusal that changed nothing)
 and the notices (live events) the shell publishes.
@@ -41,7 +47,7 @@ from typing import Any
 import attrs
 
 from swarmd import journal_events as je
-from swarmd.journal_events import BuildResult, BuildState, EntryState
+from swarmd.journal_events import BuildResult, BuildState, DroneStatus, EntryState
 from swarmd.journal_events import BuildResult as BR
 from swarmd.journal_events import BuildState as BS
 from swarmd.journal_events import EntryState as ES
@@ -192,7 +198,7 @@ SNAPSHOT_TABLES = ("entries", "requests", "drones", "builds", "packages")
 def _record_fn(cls: type) -> Any:
     """A function ``obj -> dict`` equal to ``attrs.asdict(obj)`` for the state's classes,
     generated once per class as one dict display: about ten times faster than ``asdict``,
-    which matters because the snapshot is taken while commits wait (Orchestrator._compact).
+    which matters because the snapshot is taken while commits wait (Committer._compact).
     tests/test_state_properties.py checks it against ``attrs.asdict``."""
     parts = []
     for f in attrs.fields(cls):
@@ -292,6 +298,10 @@ class State:
     def _key(self, e: Entry) -> tuple[int, float, int, str]:
         return (-e.req_priority, -e.crit_s, e.order, e.id)
 
+    def sort_key(self, e: Entry) -> tuple[int, float, int, str]:
+        """The queue's order: best first (request priority, critical path, submission)."""
+        return self._key(e)
+
     def _set_state(self, e: Entry, new: EntryState, ts: float) -> None:
         old = e.state
         if old == new:
@@ -360,14 +370,14 @@ class State:
     def _queue_notice(self) -> dict[str, Any]:
         return {"type": "queue_update", "data": self.queue_counts()}
 
-    def drone_status(self, d: Drone, now: float | None = None) -> str:
+    def drone_status(self, d: Drone, now: float | None = None) -> DroneStatus:
         if not d.online:
-            return "offline"
+            return DroneStatus.OFFLINE
         if d.cooldown_until is not None and now is not None and now < d.cooldown_until:
-            return "degraded"
-        return "building" if d.builds else "ready"
+            return DroneStatus.DEGRADED
+        return DroneStatus.BUILDING if d.builds else DroneStatus.READY
 
-    def _drone_notice(self, d: Drone, ts: float) -> dict[str, Any]:
+    def drone_notice(self, d: Drone, ts: float) -> dict[str, Any]:
         current = None
         if d.builds:
             current = self.builds[d.builds[0]].cpv
@@ -385,7 +395,7 @@ class State:
             },
         }
 
-    def _progress_notice(self, b: Build, phase: str, ts: float) -> dict[str, Any]:
+    def progress_notice(self, b: Build, phase: str, ts: float) -> dict[str, Any]:
         e = self.entries[b.entry_id]
         cores = self.drones[b.drone_id].cores if b.drone_id in self.drones else 8
         est = e.estimate_s * 8 / max(cores, 1)
@@ -486,7 +496,7 @@ class State:
             e.build_id = None
             e.drone = None
             self._set_state(e, ES.READY, ts)
-        notices.append(self._progress_notice(b, "finished", ts))
+        notices.append(self.progress_notice(b, "finished", ts))
 
     # ---------------------------------------------------------------- events
     def _on_submit(self, ev: je.Submit) -> Outcome:
@@ -786,10 +796,10 @@ class State:
             if e.state in ACTIVE and e.build_id:
                 b = self.builds[e.build_id]
                 self._end_build(b, BR.CANCELLED, ts, "cancelled by operator")
-                notices.append(self._progress_notice(b, "finished", ts))
+                notices.append(self.progress_notice(b, "finished", ts))
                 d = self.drones.get(b.drone_id)
                 if d is not None:
-                    notices.append(self._drone_notice(d, ts))
+                    notices.append(self.drone_notice(d, ts))
             e.build_id = None
             self._finish_entry(e, ES.CANCELLED, ts, "cancelled by operator", notices,
                                blocked_ids)
@@ -832,7 +842,7 @@ class State:
         d.slots = max(1, ev.slots)
         d.online = True
         self._index_drone(d)
-        notices.append(self._drone_notice(d, ts))
+        notices.append(self.drone_notice(d, ts))
         if any(n["type"] == "build_progress" for n in notices):
             notices.append(self._queue_notice())
         return Outcome(result={"drone_id": did, "session": d.session}, notices=notices)
@@ -855,7 +865,7 @@ class State:
             return d
         d.target = ev.target
         d.target_id = ev.target_id
-        notices = [self._drone_notice(d, ts)]
+        notices = [self.drone_notice(d, ts)]
         self._fail_unbuildable(ts, notices)
         return Outcome(result={"drone_id": d.id, "target_id": d.target_id}, notices=notices)
 
@@ -873,7 +883,7 @@ class State:
         d.online = False
         self._index_drone(d)
         self._fail_unbuildable(ts, notices)
-        notices.append(self._drone_notice(d, ts))
+        notices.append(self.drone_notice(d, ts))
         notices.append(self._queue_notice())
         return Outcome(result={"drone_id": d.id, "status": "offline"}, notices=notices)
 
@@ -912,7 +922,7 @@ class State:
         e.build_id = bid
         e.drone = d.id
         self._set_state(e, ES.ASSIGNED, ts)
-        notices = [self._progress_notice(b, "started", ts), self._drone_notice(d, ts),
+        notices = [self.progress_notice(b, "started", ts), self.drone_notice(d, ts),
                    self._queue_notice()]
         return Outcome(
             result={"build_id": bid, "lease": b.lease, "package": e.cpv, "atom": "=" + e.cpv,
@@ -985,14 +995,14 @@ class State:
             b.result = None
             if e.state == "assigned":
                 self._set_state(e, ES.BUILDING, ts)
-            notices.append(self._progress_notice(b, "progress", ts))
+            notices.append(self.progress_notice(b, "progress", ts))
             notices[-1]["data"]["percent"] = 100.0
         elif result == "success":
             b.artifact = None if ev.artifact is None else dict(ev.artifact)
             self._succeed(b, e, d, ts, notices)
         else:  # failed
             self._fail(b, e, d, ts, ev.error or "build failed", notices)
-        notices.append(self._drone_notice(d, ts))
+        notices.append(self.drone_notice(d, ts))
         notices.append(self._queue_notice())
         return Outcome(result={"build_id": b.id, "state": e.state}, notices=notices)
 
@@ -1063,7 +1073,7 @@ class State:
         d.streak_cps = []
         d.cooldown_until = None
         d.next_cooldown_s = 0.0
-        notices.append(self._progress_notice(b, "finished", ts))
+        notices.append(self.progress_notice(b, "finished", ts))
         self._finish_entry(e, ES.BUILT, ts, None, notices)
 
     def _fail(self, b: Build, e: Entry, d: Drone, ts: float, error: str,
@@ -1082,7 +1092,7 @@ class State:
             d.cooldown_until = ts + cool
             d.next_cooldown_s = min(cool * 2, self.policy.cooldown_max_s)
             d.streak_cps = []
-        notices.append(self._progress_notice(b, "finished", ts))
+        notices.append(self.progress_notice(b, "finished", ts))
         e.build_id = None
         e.drone = None
         if e.state in FINAL:

@@ -122,7 +122,7 @@ async def test_restart_gives_one_offline_window(tmp_path: Path,
 
     for fr in o.journal.frames:  # type: ignore[union-attr]
         st.apply(json.loads(fr[10:]))
-    o2.state = st
+    o2.committer.state = st
     o2.journal = o.journal
     async with trio.open_nursery() as nursery:
         await nursery.start(o2.run)

@@ -473,7 +473,7 @@ def test_the_snapshot_child_lets_go_of_inherited_sockets(tmp_path: Path) -> None
 async def snapshot_written(orch: service.Orchestrator) -> None:
     """Until the forked snapshot writer (if any) has been reaped; at most 20 s."""
     for _ in range(2000):
-        if not orch._snapshot_running:
+        if not orch.committer.snapshot_running:
             return
         await trio.sleep(0.01)
     raise AssertionError("the snapshot writer did not finish in 20 s")
