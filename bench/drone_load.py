@@ -172,13 +172,16 @@ class Drone:
             self.build = json.loads(body)
             hold = self.rng.uniform(self.build_s / 3, self.build_s * 5 / 3)
             await trio.sleep(hold)
-            b, self.build = self.build, None
+            # Like swarm-drone, the build stays in the heartbeats until its completion is
+            # answered: a beat between the two would tell swarmd the drone does not hold it.
+            b = self.build
             cpv = b["package"]
             status, body = await _timed(
                 self.work_conn, self.stats, "complete", f"/api/builds/{b['build_id']}/complete",
                 {"lease": b["lease"], "result": "success", "duration_s": round(hold, 1),
                  "artifact": {"path": f"{cpv.rsplit('-', 1)[0]}/{cpv.split('/')[1]}-1.gpkg.tar",
                               "size": 12345, "sha256": "ab" * 32}, "error": None})
+            self.build = None
             if status != 200 and status:
                 self.stats.errors.append(f"complete: {status} {body[:200]!r}")
 
