@@ -43,6 +43,7 @@ import attrs
 
 from swarmd import journal_events as je
 from swarmlib.errors import JournalCorrupt, JournalRecordInvalid, JournalWriteFailed
+from swarmlib.files import atomic_write, fsync_dir
 
 log = logging.getLogger("swarmd.journal")
 
@@ -206,14 +207,6 @@ def load(state_dir: Path, *, repair_torn_tail: bool = True,
                   seqs=seqs)
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class Journal:
     """The newest segment, open for appending. Not thread-safe: one writer at a time.
 
@@ -231,7 +224,7 @@ class Journal:
             self.path = state_dir / _segment_name(next_seq)
         self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         if not segs:
-            _fsync_dir(state_dir)
+            fsync_dir(state_dir)
         self.bytes = os.fstat(self.fd).st_size
         self.appends = 0
         self.fsyncs = 0
@@ -278,7 +271,7 @@ class Journal:
             new_path = self.state_dir / _segment_name(seq + 1)
             if new_path != self.path:
                 fd = os.open(new_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-                _fsync_dir(self.state_dir)
+                fsync_dir(self.state_dir)
                 os.close(self.fd)
                 self.fd = fd
                 self.path = new_path
@@ -316,20 +309,13 @@ def write_snapshot(state_dir: Path, snapshot: dict[str, Any], older: list[Path])
     meanwhile. A crash at any point leaves either the old
     snapshot with every segment, or the new one (records it covers are skipped on load)."""
     try:
-        tmp = state_dir / (SNAPSHOT + ".tmp")
-        with tmp.open("wb") as fh:
-            for piece in _snapshot_pieces(snapshot):
-                fh.write(piece)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, state_dir / SNAPSHOT)
-        _fsync_dir(state_dir)
+        atomic_write(state_dir / SNAPSHOT, _snapshot_pieces(snapshot), mode=0o600)
     except OSError as exc:
         raise JournalWriteFailed(f"compaction in {state_dir} failed: {exc}") from exc
     try:
         for old in older:
             old.unlink(missing_ok=True)
-        _fsync_dir(state_dir)
+        fsync_dir(state_dir)
     except OSError as exc:
         raise JournalWriteFailed(f"compaction in {state_dir}: removing old segments "
                                  f"failed: {exc}") from exc
@@ -470,7 +456,7 @@ def repair_truncate_at_damage(state_dir: Path) -> list[str]:
             moved = later.with_name(later.name + ".after-damage")
             later.rename(moved)
             out.append(f"moved later segment {later.name} aside to {moved.name}")
-        _fsync_dir(state_dir)
+        fsync_dir(state_dir)
         break
     if not out:
         out.append("no damage found; nothing changed")

@@ -51,6 +51,7 @@ from swarmd.journal_events import BuildResult, BuildState, DroneStatus, EntrySta
 from swarmd.journal_events import BuildResult as BR
 from swarmd.journal_events import BuildState as BS
 from swarmd.journal_events import EntryState as ES
+from swarmlib.counts import public_counts
 from swarmlib.errors import NotFound, SessionSuperseded
 
 ENTRY_STATES: tuple[EntryState, ...] = tuple(EntryState)
@@ -359,13 +360,8 @@ class State:
         return self.history.get(cp, DEFAULT_ESTIMATE_S)
 
     def queue_counts(self) -> dict[str, int]:
-        c = self.counts
-        return {
-            "pending": c["pending"] + c["ready"],
-            "building": c["assigned"] + c["building"],
-            "completed": c["built"],
-            "failed": c["failed"] + c["blocked"],
-        }
+        """The eight entry states as the public four (swarmlib.counts)."""
+        return public_counts(self.counts)
 
     def _queue_notice(self) -> dict[str, Any]:
         return {"type": "queue_update", "data": self.queue_counts()}

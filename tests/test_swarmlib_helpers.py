@@ -188,6 +188,8 @@ COPIES = {
     "lib/swarmlib/cli.py": ["backoff * 2", "Counter("],
     "demo/__main__.py": ["counts.get(e[\"state\"], 0) + 1"],
     "bench/page.py": ["def iso("],
+    "swarmd/journal.py": ["def _fsync_dir", "os.replace("],
+    "swarmd/state.py": ['"ready"]'],
     "gatewayd/push.py": ["def utc_now_iso", ".uniform(", '"ready")', "backoff * 2"],
 }
 
