@@ -8,9 +8,8 @@ Task tree (``run``)::
     +-- admin listener   Hypercorn (hypercorn.trio.serve) on admin_listen (admin routes,
     |                    /health, /metrics)
     +-- public listener  wsfront.serve_public (swarmlib.front + swarmlib.http1: HTTP and
-    |                    /ws/build-status) on listen, or plain Hypercorn when the push
-    |                    modules are not there
-    +-- hub subscriber   swarmd's /api/events -> WebSocket clients (with the push modules)
+    |                    /ws/build-status) on listen
+    +-- hub subscriber   swarmd's /api/events -> WebSocket clients
 
 ``main()`` adds the signal watcher: SIGTERM/SIGINT stop the listeners from accepting, give
 in-flight requests ``DRAIN_S`` to finish, cancel the rest and exit 0.
@@ -31,6 +30,7 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 
+from gatewayd import push, wsfront
 from gatewayd.app import Gateway, create_app
 from gatewayd.config import GatewayConfig, load_config
 from gatewayd.probe import run_probe
@@ -76,15 +76,6 @@ async def serve_http(
         binds = await nursery.start(
             partial(hypercorn_serve, app, config, shutdown_trigger=trigger))
         task_status.started(int(str(binds[0]).rsplit(":", 1)[1]))
-
-
-def _push_modules() -> tuple[Any, Any] | None:
-    """``(gatewayd.push, gatewayd.wsfront)`` if the WebSocket side is installed."""
-    try:
-        from gatewayd import push, wsfront
-    except ImportError:
-        return None
-    return push, wsfront
 
 
 async def run(
@@ -148,15 +139,8 @@ async def _serve_public(
     shutdown: trio.Event | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """The public listener: the WebSocket front when it exists, else plain Hypercorn.
-
-    This is the one place that chooses between them.
-    """
-    modules = _push_modules()
-    if modules is None:
-        await serve_http(app, host, port, shutdown=shutdown, task_status=task_status)
-        return
-    push, wsfront = modules
+    """The public listener: the Quart app and ``/ws/build-status`` on one port
+    (``gatewayd.wsfront``), fed by the push hub's subscription to swarmd's events."""
     cfg = gw.cfg
     hub = push.Hub(
         gw.sanitizer,
