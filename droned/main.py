@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import sys
 
 import trio
@@ -20,6 +19,7 @@ from droned.agent import Agent
 from droned.config import DroneConfig, load_config
 from droned.identity import detect
 from swarmlib import logsetup
+from swarmlib.daemon import watch_signals
 from swarmlib.errors import ConfigError
 
 log = logging.getLogger("droned")
@@ -37,20 +37,8 @@ async def serve(cfg: DroneConfig) -> bool:
                        "slots": cfg.slots, "ip": identity.ip, "chost": identity.chost}},
     )
     async with trio.open_nursery() as nursery:
-
-        async def watch_signals() -> None:
-            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-                seen = 0
-                async for signum in signals:
-                    seen += 1
-                    if seen == 1:
-                        log.info("%s: stopping gracefully", signal.Signals(signum).name)
-                        agent.stop()
-                    else:
-                        log.warning("second signal: stopping now")
-                        nursery.cancel_scope.cancel()
-
-        nursery.start_soon(watch_signals)
+        # The first signal lets the running build finish and be reported; a second stops now.
+        await nursery.start(watch_signals, agent.stop, nursery.cancel_scope.cancel)
         await agent.run()
         nursery.cancel_scope.cancel()
     return agent.restart_requested

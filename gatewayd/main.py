@@ -17,10 +17,10 @@ in-flight requests ``DRAIN_S`` to finish, cancel the rest and exit 0.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import signal
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from functools import partial
 from typing import Any
 
@@ -35,6 +35,7 @@ from gatewayd.app import Gateway, create_app
 from gatewayd.config import GatewayConfig, load_config
 from gatewayd.probe import run_probe
 from swarmlib import logsetup, sdnotify
+from swarmlib.daemon import ListenFailed, find, start_error, watch_signals
 from swarmlib.errors import ConfigError
 from swarmlib.http1 import ServerConfig
 
@@ -112,10 +113,13 @@ async def run(
                 interval_s=cfg.probe_interval_s, timeout_s=cfg.probe_timeout_s))
             await background.start(gw.replayer.run)
             async with trio.open_nursery() as listeners:
-                bound_admin = await listeners.start(partial(
-                    serve_http, admin_app, admin_host, admin_port, shutdown=shutdown))
-                bound_public = await listeners.start(partial(
-                    _serve_public, gw, public_app, public_host, public_port, shutdown=shutdown))
+                with _naming(admin_host, admin_port):
+                    bound_admin = await listeners.start(partial(
+                        serve_http, admin_app, admin_host, admin_port, shutdown=shutdown))
+                with _naming(public_host, public_port):
+                    bound_public = await listeners.start(partial(
+                        _serve_public, gw, public_app, public_host, public_port,
+                        shutdown=shutdown))
                 log.info("gatewayd %s listening: public %s:%d, admin %s:%d",
                          _version(), public_host, bound_public, admin_host, bound_admin)
                 task_status.started(Ports(bound_public, bound_admin))
@@ -128,6 +132,18 @@ async def run(
         if own_http:
             with trio.CancelScope(shield=True), trio.move_on_after(2):
                 await client.aclose()
+
+
+@contextlib.contextmanager
+def _naming(host: str, port: int) -> Iterator[None]:
+    """A listener that fails to start: its OSError names the address (one line in main)."""
+    try:
+        yield
+    except BaseException as exc:
+        oserr = find(exc, (OSError,))
+        if oserr is None or isinstance(oserr, ListenFailed):
+            raise
+        raise ListenFailed(f"{host}:{port}", oserr) from exc
 
 
 async def _serve_public(
@@ -173,17 +189,21 @@ def _version() -> str:
 
 async def _main(cfg: GatewayConfig) -> None:
     shutdown = trio.Event()
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(partial(run, cfg, shutdown=shutdown))
-            sdnotify.ready()
-            async for signum in signals:
-                log.info("%s received: draining and stopping", signal.Signals(signum).name)
-                sdnotify.stopping()
-                shutdown.set()
-                break
-            # run() returns after the drain; a second signal or the deadline cuts it short.
+    async with trio.open_nursery() as nursery:
+
+        def drain() -> None:
+            sdnotify.stopping()
+            shutdown.set()
+            # run() returns after the drain; a second signal or this deadline cuts it short.
             nursery.cancel_scope.deadline = trio.current_time() + DRAIN_S + 5
+
+        async def serve(*, task_status: trio.TaskStatus[Ports] = trio.TASK_STATUS_IGNORED) -> None:
+            await run(cfg, shutdown=shutdown, task_status=task_status)
+            nursery.cancel_scope.cancel()  # drained: stop watching for signals
+
+        await nursery.start(watch_signals, drain, nursery.cancel_scope.cancel)
+        await nursery.start(serve)
+        sdnotify.ready()
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -195,12 +215,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(2)
     try:
         trio.run(_main, cfg)
-    except* KeyboardInterrupt:
-        pass
-    except* OSError as group:
+    except (KeyboardInterrupt, OSError, BaseExceptionGroup) as exc:
+        if find(exc, (KeyboardInterrupt,)) is not None:
+            sys.exit(0)
+        oserr = find(exc, (OSError,))
+        if oserr is None:
+            raise
         # A listener that cannot bind, a spool directory that cannot be created: one line.
-        print(f"gatewayd: {group.exceptions[0]}", file=sys.stderr)
-        sys.exit(1)
+        sys.exit(start_error("gatewayd", cfg.listen, oserr))
     sys.exit(0)
 
 

@@ -12,16 +12,13 @@ restarts it; replay recovers everything acknowledged).
 from __future__ import annotations
 
 import argparse
-import errno
 import functools
 import gc
 import logging
-import signal
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import trio
 
@@ -33,6 +30,7 @@ from swarmd.metrics import Metrics
 from swarmd.service import Orchestrator
 from swarmlib import config as cfgmod
 from swarmlib import logsetup
+from swarmlib.daemon import find, start_error, watch_signals
 from swarmlib.errors import ConfigError, JournalCorrupt, JournalWriteFailed
 from swarmlib.front import serve_front
 from swarmlib.http1 import ServerConfig
@@ -88,16 +86,10 @@ async def serve(
 async def _main_async(cfg: SwarmdConfig) -> None:
     shutdown = trio.Event()
 
-    async def _signals(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as sigs:
-            task_status.started()
-            async for sig in sigs:
-                log.info("received %s: draining and stopping", signal.Signals(sig).name)
-                shutdown.set()
-                return
-
     async with trio.open_nursery() as nursery:
-        await nursery.start(_signals)
+        # The first signal drains (requests in flight answered, the journal closed); a second
+        # one stops at once: what is acknowledged is journaled already.
+        await nursery.start(watch_signals, shutdown.set, nursery.cancel_scope.cancel)
         nursery.start_soon(gc_housekeeping)  # the daemon's process only: not in-process tests
         await serve(cfg, shutdown)
         nursery.cancel_scope.cancel()
@@ -214,55 +206,29 @@ def main(argv: Sequence[str] | None = None) -> int:
                      "the journal", exc)
         return 1
     except BaseExceptionGroup as group:
-        fatal = _find(group, (JournalWriteFailed, JournalCorrupt))
+        fatal = find(group, (JournalWriteFailed, JournalCorrupt))
         if fatal is not None:
             log.critical("fatal: %s; exiting (nothing unacknowledged was answered)", fatal)
             return 1
-        if _find(group, (KeyboardInterrupt,)) is not None:
+        if find(group, (KeyboardInterrupt,)) is not None:
             return 0
-        bad = _find(group, (ConfigError,))
+        bad = find(group, (ConfigError,))
         if bad is not None:
             print(f"swarmd: configuration error: {bad}", file=sys.stderr)
             return 2
-        oserr = _find(group, (OSError,))
+        oserr = find(group, (OSError,))
         if oserr is not None:
-            return _start_error(cfg, oserr)
+            return start_error("swarmd", cfg.listen, oserr)
         raise
     except ConfigError as exc:
         print(f"swarmd: configuration error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
-        return _start_error(cfg, exc)
+        return start_error("swarmd", cfg.listen, exc)
     except KeyboardInterrupt:
         return 0
     log.info("swarmd stopped")
     return 0
-
-
-def _start_error(cfg: SwarmdConfig, exc: OSError) -> int:
-    """One line for what stops swarmd from starting: a busy or foreign listen address (exit 2,
-    a configuration to change), anything else (exit 1)."""
-    if exc.errno in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):
-        why = exc.strerror or str(exc)
-        hint = {errno.EADDRINUSE: "another process listens there (another swarmd?); "
-                                  "stop it or change listen",
-                errno.EADDRNOTAVAIL: "no interface has that address; change listen",
-                errno.EACCES: "ports below 1024 need privileges; change listen"}[exc.errno]
-        print(f"swarmd: cannot listen on {cfg.listen}: {why.lower()}: {hint}", file=sys.stderr)
-        return 2
-    print(f"swarmd: cannot start: {exc}", file=sys.stderr)
-    return 1
-
-
-def _find(exc: BaseException, kinds: tuple[type[BaseException], ...]) -> Any:
-    if isinstance(exc, kinds):
-        return exc
-    if isinstance(exc, BaseExceptionGroup):
-        for sub in exc.exceptions:
-            found = _find(sub, kinds)
-            if found is not None:
-                return found
-    return None
 
 
 if __name__ == "__main__":

@@ -69,3 +69,28 @@ def test_gatewayd_bad_trusted_proxy_is_one_line(tmp_path: Path) -> None:
     assert len(lines) == 1, r.stderr
     assert "trusted_proxies" in lines[0]
     assert "'proxy.lan'" in lines[0]
+
+
+@pytest.mark.parametrize("which", ["--listen", "--admin-listen"])
+def test_gatewayd_busy_port_is_one_line(tmp_path: Path, which: str) -> None:
+    """The same rule as swarmd's (swarmlib.daemon): one line naming the address, exit 2."""
+    with socket.socket() as busy, socket.socket() as free:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        free.bind(("127.0.0.1", 0))
+        port, other = busy.getsockname()[1], free.getsockname()[1]
+        free.close()
+        addrs = {"--listen": f"127.0.0.1:{other}", "--admin-listen": f"127.0.0.1:{other}"}
+        addrs[which] = f"127.0.0.1:{port}"
+        if which == "--admin-listen":  # the two must differ: the public one gets a free port
+            addrs["--listen"] = "127.0.0.1:0"
+        r = subprocess.run(
+            [str(BIN / "gatewayd"), "--config", str(EMPTY), "--spool-dir", str(tmp_path / "spool"),
+             "--listen", addrs["--listen"], "--admin-listen", addrs["--admin-listen"]],
+            capture_output=True, text=True, timeout=60, check=False, env=dict(os.environ))
+    assert r.returncode == 2, r.stderr
+    lines = error_lines(r.stderr)
+    assert len(lines) == 1, r.stderr
+    assert f"127.0.0.1:{port}" in lines[0]
+    assert "already in use" in lines[0]
+    assert "Traceback" not in r.stderr + r.stdout
