@@ -35,7 +35,7 @@ from gatewayd.app import Gateway, create_app
 from gatewayd.config import GatewayConfig, load_config
 from gatewayd.probe import run_probe
 from swarmlib import logsetup, sdnotify
-from swarmlib.daemon import ListenFailed, find, start_error, watch_signals
+from swarmlib.daemon import LISTEN_HINTS, ListenFailed, find, start_error, watch_signals
 from swarmlib.errors import ConfigError
 from swarmlib.http1 import ServerConfig
 
@@ -116,10 +116,8 @@ async def run(
                 with _naming(admin_host, admin_port):
                     bound_admin = await listeners.start(partial(
                         serve_http, admin_app, admin_host, admin_port, shutdown=shutdown))
-                with _naming(public_host, public_port):
-                    bound_public = await listeners.start(partial(
-                        _serve_public, gw, public_app, public_host, public_port,
-                        shutdown=shutdown))
+                bound_public = await listeners.start(partial(  # swarmlib.front names its address
+                    _serve_public, gw, public_app, public_host, public_port, shutdown=shutdown))
                 log.info("gatewayd %s listening: public %s:%d, admin %s:%d",
                          _version(), public_host, bound_public, admin_host, bound_admin)
                 task_status.started(Ports(bound_public, bound_admin))
@@ -136,12 +134,14 @@ async def run(
 
 @contextlib.contextmanager
 def _naming(host: str, port: int) -> Iterator[None]:
-    """A listener that fails to start: its OSError names the address (one line in main)."""
+    """Hypercorn binds the admin listener inside ``serve``: a bind error (busy, foreign or
+    privileged address) becomes a ``ListenFailed`` that names the address (one line in main);
+    anything else passes unchanged."""
     try:
         yield
     except BaseException as exc:
         oserr = find(exc, (OSError,))
-        if oserr is None or isinstance(oserr, ListenFailed):
+        if oserr is None or isinstance(oserr, ListenFailed) or oserr.errno not in LISTEN_HINTS:
             raise
         raise ListenFailed(f"{host}:{port}", oserr) from exc
 
@@ -222,7 +222,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         if oserr is None:
             raise
         # A listener that cannot bind, a spool directory that cannot be created: one line.
-        sys.exit(start_error("gatewayd", cfg.listen, oserr))
+        sys.exit(start_error("gatewayd", oserr))
     sys.exit(0)
 
 

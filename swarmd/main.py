@@ -218,13 +218,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         oserr = find(group, (OSError,))
         if oserr is not None:
-            return start_error("swarmd", cfg.listen, oserr)
+            return start_error("swarmd", oserr)
         raise
     except ConfigError as exc:
         print(f"swarmd: configuration error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
-        return start_error("swarmd", cfg.listen, exc)
+        return start_error("swarmd", exc)
     except KeyboardInterrupt:
         return 0
     log.info("swarmd stopped")

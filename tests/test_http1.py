@@ -210,6 +210,23 @@ async def test_oversized_head_431_and_bad_request_400_then_close() -> None:
             assert await c.closed()
 
 
+async def test_content_length_with_transfer_encoding_is_refused_and_closed() -> None:
+    """Request smuggling: a proxy framing by Content-Length and h11 framing by chunked would
+    disagree on where the body ends; the rest must never be served as a second request."""
+    log: list[str] = []
+    app = make_app(log)
+    async with serving(app) as port:
+        async with connect(port) as c:
+            smuggled = b"GET /hello?q=smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
+            body = b"0\r\n\r\n" + smuggled
+            await c.send(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: "
+                         + str(len(body)).encode() + b"\r\nTransfer-Encoding: chunked\r\n\r\n"
+                         + body)
+            status, _headers, _body = await c.response()
+            assert status == 400
+            assert await c.closed()
+
+
 async def test_unread_body_is_drained_before_the_next_request() -> None:
     async with serving(make_app([]), ServerConfig(max_drain_bytes=1000)) as port:
         async with connect(port) as c:

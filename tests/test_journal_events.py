@@ -139,6 +139,10 @@ def test_record_that_does_not_decode_refuses_start_up_and_changes_nothing(
     assert (exc.path, exc.offset, exc.seq, exc.field) == (str(seg), offset, 4, "target")
     for part in (str(seg), f"offset {offset}", "seq 4", "'target'", "expected a string"):
         assert part in str(exc)
+    # Not the damaged-frame advice: repair finds nothing to cut here, and cutting would lose
+    # acknowledged work.
+    assert "--truncate-at-damage" not in str(exc)
+    assert "do not truncate" in str(exc)
     assert seg.read_bytes() == before
     ok, lines = jr.check(tmp_path)
     assert not ok

@@ -20,6 +20,7 @@ The checker is tested on small snippets first, so a checker that finds nothing c
 from __future__ import annotations
 
 import ast
+import importlib.util
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -62,7 +63,7 @@ DOCUMENTED: dict[str, set[str]] = {
     "prometheus_client": {"prometheus_client", "prometheus_client.core"},
     # https://dev.gentoo.org/~zmedico/portage/doc/api/ (portage's public API documentation)
     "portage": {"portage", "portage.versions", "portage.dep", "portage.dbapi", "portage.dbapi.bintree",
-                "portage.xpak", "portage.gpkg", "portage.util", "portage.exception",
+                "portage.xpak", "portage.gpkg", "portage.binpkg", "portage.util", "portage.exception",
                 "portage.getbinpkg"},
     # test and benchmark tools
     "pytest": {"pytest"},  # https://docs.pytest.org/en/stable/reference/reference.html
@@ -81,6 +82,19 @@ STDLIB_DOCUMENTED = {"_exit", "_replace", "_asdict", "_fields", "_make", "_field
 
 def _top(module: str) -> str:
     return module.split(".", 1)[0]
+
+
+def _is_submodule(module: str) -> bool:
+    """Whether ``module`` (dotted) is a module on disk, found without importing anything."""
+    top, _, rest = module.partition(".")
+    spec = importlib.util.find_spec(top)
+    if spec is None or not spec.submodule_search_locations:
+        return False
+    for base in spec.submodule_search_locations:
+        path = Path(base, *rest.split("."))
+        if path.with_suffix(".py").is_file() or (path / "__init__.py").is_file():
+            return True
+    return False
 
 
 def _is_foreign(module: str) -> bool:
@@ -110,6 +124,59 @@ def import_violations(tree: ast.AST, where: str) -> Iterator[str]:
             for name in names:
                 if name.startswith("_") and not name.startswith("__"):
                     yield f"{where}:{node.lineno}: from {module} import {name}: a private name"
+                elif top in DOCUMENTED and _is_submodule(f"{module}.{name}") \
+                        and f"{module}.{name}" not in DOCUMENTED[top]:
+                    yield f"{where}:{node.lineno}: from {module} import {name}: " \
+                          f"{module}.{name} is not a documented module of {top}"
+
+
+def _dotted(node: ast.expr) -> list[str] | None:
+    parts: list[str] = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if not isinstance(node, ast.Name):
+        return None
+    parts.append(node.id)
+    return parts[::-1]
+
+
+def module_attribute_violations(tree: ast.AST, where: str) -> Iterator[str]:
+    """Undocumented submodules reached as attributes: ``import hypercorn.trio as h`` then
+    ``h.tcp_server``, or ``import portage`` then ``portage.binpkg``."""
+    names: dict[str, str] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if _is_foreign(alias.name):
+                    if alias.asname:
+                        names[alias.asname] = alias.name
+                    else:
+                        names[_top(alias.name)] = _top(alias.name)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0 \
+                and _is_foreign(node.module):
+            for alias in node.names:
+                full = f"{node.module}.{alias.name}"
+                if _is_submodule(full):
+                    names[alias.asname or alias.name] = full
+    seen: set[tuple[int, str]] = set()
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Attribute):
+            continue
+        parts = _dotted(node)
+        if not parts or parts[0] not in names:
+            continue
+        module = names[parts[0]]
+        for attr in parts[1:]:
+            if not _is_submodule(f"{module}.{attr}"):
+                break
+            module = f"{module}.{attr}"
+        top = _top(module)
+        if module != names[parts[0]] and top in DOCUMENTED and module not in DOCUMENTED[top] \
+                and (node.lineno, module) not in seen:
+            seen.add((node.lineno, module))
+            yield f"{where}:{node.lineno}: {module} (reached as an attribute) is not a " \
+                  f"documented module of {top}"
 
 
 def defined_private_names(trees: Iterable[ast.AST]) -> set[str]:
@@ -182,7 +249,8 @@ def _parse(path: Path) -> ast.AST:
 def _check(source: str, ours: set[str] | None = None) -> list[str]:
     tree = ast.parse(source)
     names = defined_private_names([tree]) if ours is None else ours
-    return sorted([*import_violations(tree, "x.py"), *attribute_violations(tree, "x.py", names)])
+    return sorted([*import_violations(tree, "x.py"), *attribute_violations(tree, "x.py", names),
+                   *module_attribute_violations(tree, "x.py")])
 
 
 @pytest.mark.parametrize("source", [
@@ -195,6 +263,10 @@ def _check(source: str, ours: set[str] | None = None) -> list[str]:
     "import trio\ntrio._core.current_task()",
     "async def f(ws):\n    async with ws._stream_lock:\n        await ws._stream.send_all(b'')",
     "from h11 import Connection\nConnection(1)._cstate",
+    "from hypercorn.trio import tcp_server",
+    "import hypercorn.trio as h\nh.tcp_server.TCPServer",
+    "import hypercorn\nhypercorn.utils.wrap_app",
+    "from hypercorn import utils",
 ])
 def test_checker_finds_violations(source: str) -> None:
     assert _check(source), source
@@ -224,4 +296,5 @@ def test_no_undocumented_modules_or_foreign_private_attributes() -> None:
         where = str(path.relative_to(ROOT))
         problems.extend(import_violations(tree, where))
         problems.extend(attribute_violations(tree, where, ours))
+        problems.extend(module_attribute_violations(tree, where))
     assert sorted(problems) == [], "\n".join(sorted(problems))

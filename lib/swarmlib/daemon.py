@@ -69,25 +69,28 @@ def find(exc: BaseException, kinds: tuple[type[E], ...]) -> E | None:
 
 
 class ListenFailed(OSError):
-    """An OSError from binding ``address`` (the errno and message of the original): raised by
-    a daemon with more than one listener, so that the one line names the right address."""
+    """An OSError from binding ``address`` (the errno and message of the original), raised
+    where the socket is bound, so that the one line names the address and only a listen
+    failure gets the listen advice."""
 
     def __init__(self, address: str, exc: OSError) -> None:
         super().__init__(exc.errno, exc.strerror or str(exc))
         self.address = address
 
 
-def start_error(prog: str, listen: str, exc: OSError) -> int:
+def start_error(prog: str, exc: OSError) -> int:
     """Write the one line for an OSError that stopped ``prog`` from starting; the exit code.
 
-    A listen address that is busy, foreign or privileged is the operator's to change (2);
-    anything else (a directory that cannot be created, a full disk) is 1."""
+    A listen address (``ListenFailed``: raised where the socket is bound) that is busy,
+    foreign or privileged is the operator's to change (2); anything else (a state directory
+    that cannot be opened, a full disk) is 1, and says what failed."""
     if isinstance(exc, ListenFailed):
-        listen = exc.address
-    hint = LISTEN_HINTS.get(exc.errno or 0)
-    if hint is not None:
         why = (exc.strerror or str(exc)).lower()
-        print(f"{prog}: cannot listen on {listen}: {why}: {hint}", file=sys.stderr)
-        return 2
+        hint = LISTEN_HINTS.get(exc.errno or 0)
+        if hint is not None:
+            print(f"{prog}: cannot listen on {exc.address}: {why}: {hint}", file=sys.stderr)
+            return 2
+        print(f"{prog}: cannot listen on {exc.address}: {why}", file=sys.stderr)
+        return 1
     print(f"{prog}: cannot start: {exc}", file=sys.stderr)
     return 1

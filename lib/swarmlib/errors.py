@@ -83,7 +83,18 @@ class JournalRecordInvalid(JournalCorrupt):
         self.field = field
         where = f"record seq {seq}" if seq is not None else "record"
         what = f"field {field!r}: {why}" if field else why
-        super().__init__(path, offset, f"{where} is not a valid event: {what}")
+        self.path = path
+        self.offset = offset
+        self.why = f"{where} is not a valid event: {what}"
+        # Not JournalCorrupt's advice: the frame is sound, so repair finds no damage, and
+        # cutting the journal here would throw away acknowledged work.
+        SwarmError.__init__(
+            self,
+            f"journal {path}, byte offset {offset}: {self.why}. The record is intact but this "
+            f"swarmd cannot read it: usually a journal written by a newer swarmd (run that "
+            f"version again), else report it with the record ('swarmd journal check "
+            f"--state-dir DIR' names it); do not truncate the journal, that loses acknowledged "
+            f"work")
 
 
 class JournalWriteFailed(SwarmError):

@@ -23,6 +23,7 @@ from typing import Any
 import trio
 
 from swarmlib import http1
+from swarmlib.daemon import ListenFailed
 from swarmlib.http1 import ASGIApp, Drain, ServerConfig, serve_connection
 
 log = logging.getLogger("swarmlib.front")
@@ -181,7 +182,10 @@ async def serve_front(
             await trio.aclose_forcefully(stream)
 
     async with _maybe_lifespan(app, state, config, lifespan):
-        listeners = await trio.open_tcp_listeners(port, host=host)
+        try:
+            listeners = await trio.open_tcp_listeners(port, host=host)
+        except OSError as exc:  # the daemon's one line names the address (swarmlib.daemon)
+            raise ListenFailed(f"{host}:{port}", exc) from exc
         actual = listeners[0].socket.getsockname()[1]
         async with trio.open_nursery() as connections:
             try:

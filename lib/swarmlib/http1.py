@@ -274,6 +274,13 @@ class _HTTPConnection:
                     # read is measured here.
                     await self.reply_error(431)
                     return None
+                names = {name for name, _ in event.headers}
+                if b"content-length" in names and b"transfer-encoding" in names:
+                    # h11 frames such a body by chunked; a proxy in front may have framed it by
+                    # Content-Length, and then the rest would be read as a smuggled request.
+                    # RFC 9112 6.3: answer and close, never keep this connection.
+                    await self.reply_error(400)
+                    return None
                 return event
             if event is not h11.NEED_DATA:
                 return None  # ConnectionClosed (or PAUSED, which cannot happen here)
