@@ -398,7 +398,7 @@ def _spool_faults(it: Item, tmp: Path, n: int) -> None:
     import builtins
     import errno as errno_mod
 
-    real_fsync, real_write, real_open = os.fsync, os.write, builtins.open
+    real_fsync, real_write, real_open, real_fdopen = os.fsync, os.write, builtins.open, os.fdopen
     acked: list[str] = []
     refused = 0
     runs = 0
@@ -417,15 +417,16 @@ def _spool_faults(it: Item, tmp: Path, n: int) -> None:
 
                 if what == "fsync":
                     os.fsync = bad
-                else:
+                else:  # the spool writes through swarmlib.files.atomic_write: os.fdopen
                     builtins.open = _failing_open(real_open, code)
+                    os.fdopen = _failing_open(real_fdopen, code)
                 try:
                     sp.put(rid, "application/json", b'{"packages": ["=a/c-1"]}')
                     it.fail(f"spool {what} {os.strerror(code)}: put() returned (would be 202)")
                 except OSError:
                     refused += 1
                 finally:
-                    os.fsync, os.write = real_fsync, real_write
+                    os.fsync, os.write, os.fdopen = real_fsync, real_write, real_fdopen
                     builtins.open = real_open
     sp2 = Spool(d, max_requests=10_000, max_bytes=1 << 30)
     held = {item.request_id for item in sp2.pending()}
@@ -440,7 +441,7 @@ def _spool_faults(it: Item, tmp: Path, n: int) -> None:
 
 
 def _failing_open(real_open: Any, code: int) -> Any:
-    """``open`` whose files fail every write with ``code`` (the spool writes through it)."""
+    """``real_open`` (``open`` or ``os.fdopen``) whose files fail every write with ``code``."""
 
     class _Failing:
         def __init__(self, *a: Any, **k: Any) -> None:

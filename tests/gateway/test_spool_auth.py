@@ -49,6 +49,38 @@ def test_spool_is_bounded(tmp_path: Path) -> None:
         small.put("b", "text/plain", b"x" * 400)
 
 
+_FAILING_PUT = """
+import resource, signal, sys
+from gatewayd.spool import Spool
+s = Spool(sys.argv[1], max_requests=10, max_bytes=1 << 20)
+s.put("ok", "text/plain", b"stored before the disk filled")
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write itself fails (EFBIG), as on a full disk
+resource.setrlimit(resource.RLIMIT_FSIZE, (16, resource.RLIM_INFINITY))
+try:
+    s.put("late", "text/plain", b"x" * 4096)
+except OSError as e:
+    print("refused", e.errno)
+else:
+    print("accepted")
+"""
+
+
+def test_a_write_that_fails_on_disk_is_refused_and_leaves_nothing_half_stored(
+        tmp_path: Path) -> None:
+    # A real failing write(2) in a child process (RLIMIT_FSIZE), whatever Python call the spool
+    # writes through: put() raises (gatewayd answers 503, never 202), and a restarted spool
+    # holds exactly what was stored before.
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _FAILING_PUT, str(tmp_path)], check=True,
+                         capture_output=True, text=True, timeout=60).stdout.split()
+    assert out[0] == "refused", out
+    again = Spool(tmp_path, max_requests=10, max_bytes=1 << 20)
+    assert [i.request_id for i in again.pending()] == ["ok"]
+    assert not list((tmp_path / "tmp").iterdir())
+
+
 async def test_replay_forwards_once_in_order_and_dead_letters_4xx(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
