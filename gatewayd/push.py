@@ -210,15 +210,13 @@ class _Client:
         self.idle = False
         self.ws = ws
 
-    def try_write(self, data: bytes) -> bytes | None:
+    def try_write(self, data: bytes) -> bool:
         """Write without blocking if nothing else is queued or being sent on this socket.
 
-        Returns what is left to send (all of ``data`` when the fast path is not open); raises
-        OSError if the socket is broken. Synchronous: nothing can interleave.
+        Returns whether the connection took ``data`` (see ``ServerWebSocket.try_send``: part of
+        it may be owed); raises OSError if the socket is broken. Synchronous.
         """
-        if not self.idle:
-            return data
-        return self.ws.try_send(data)
+        return self.idle and self.ws.try_send(data)
 
     def drop(self, why: str) -> None:
         if self.dropped is None:
@@ -270,18 +268,22 @@ class Hub:
         """Send messages to every client without waiting on any.
 
         A client with nothing pending gets the frames written straight to its socket; otherwise
-        (or for what the socket did not take) they go to its bounded buffer, and a client whose
-        buffer is full is dropped.
+        they go to its bounded buffer, and a client whose buffer is full is dropped. What the
+        socket did not take at once stays owed on the connection (never queued here: a ping or
+        a close sent in between would land inside the frame), and the writer is woken with an
+        empty batch so that its send writes it.
         """
         data = b"".join(text_frame(m) for m in encoded)
         if not data:
             return
         for client in list(self.clients):
             try:
-                rest = client.try_write(data)
-                if rest is not None:
+                if not client.try_write(data):
                     client.idle = False
-                    client.send.send_nowait(rest)
+                    client.send.send_nowait(data)
+                elif client.ws.owes:
+                    client.idle = False
+                    client.send.send_nowait(b"")
             except trio.WouldBlock:
                 self._drop(client, "buffer full")
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):

@@ -17,8 +17,13 @@ One task reads (``receive_until_closed``): it answers pings, matches pongs to ou
 answers a close and throws client messages away (bounded: a message over
 ``max_message_size`` is closed with 1009). Writers share the stream under ``send_lock``;
 ``try_send`` is the synchronous fast path for the hub's fan-out: one non-blocking ``write``
-when no send is in flight, so frames never interleave. Frames the server sends are plain:
-no extension is ever negotiated, so the hub can build one ``text_frame`` for all clients.
+when no send is in flight. Frames the server sends are plain: no extension is ever negotiated,
+so the hub can build one ``text_frame`` for all clients.
+
+Frames never interleave. A frame begun on the socket (by the fast path's partial write, or by
+a send cancelled mid-way) leaves its unsent rest *owed* on the connection: every send, data or
+control, first writes what is owed under ``send_lock``, and ``try_send`` refuses while anything
+is owed. So a ping, a pong or a close can only start between two whole frames.
 """
 
 from __future__ import annotations
@@ -109,6 +114,8 @@ class ServerWebSocket:
         if self.socket is not None:
             with suppress(OSError):
                 self.remote = self.socket.getpeername()
+        # The unsent rest of a frame already begun on the socket: written before anything else.
+        self._owed = memoryview(b"")
         self.message_bytes = 0
         self.ping_count = 0
         self.pong_waiter: tuple[bytes, trio.Event] | None = None
@@ -159,37 +166,63 @@ class ServerWebSocket:
     # -- sending -----------------------------------------------------------------------------
 
     async def send(self, data: bytes) -> None:
-        """Send ready-made bytes (frames) under ``send_lock``. Checkpoint.
+        """Send ready-made bytes (whole frames) under ``send_lock``, after what is owed.
+        Checkpoint.
 
-        Raises ConnectionClosed if the connection is (or becomes) closed. Cancelled mid-way,
-        part of ``data`` may have been sent: the connection is then unusable (abort it).
+        Raises ConnectionClosed if the connection is (or becomes) closed. Cancelled mid-way on
+        a socket, the rest of what was begun stays owed and the next send writes it first, so
+        the peer still sees whole frames; on a stream without a socket (tests), part of
+        ``data`` may have been sent and the connection is unusable (abort it).
         """
         if self.closed is not None:
             raise ConnectionClosed(self.closed)
         async with self.send_lock:
             try:
-                await self.stream.send_all(data)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                await self._write_owed()
+                self._owed = memoryview(data)
+                await self._write_owed()
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                 if self.closed is None:
                     self.closed = CloseReason(1006, "broken")
                 raise ConnectionClosed(self.closed) from None
 
-    def try_send(self, data: bytes) -> bytes | None:
-        """Write without blocking if no other send is in flight on this connection.
+    async def _write_owed(self) -> None:
+        """Write everything owed; call under ``send_lock``. A trio socket's ``send`` either
+        sends or is cancelled, never both, so a cancelled call leaves exactly the unsent rest
+        owed."""
+        if self.socket is None:
+            data, self._owed = self._owed, memoryview(b"")
+            await self.stream.send_all(data)
+            return
+        while self._owed:
+            sent = await self.socket.send(self._owed)
+            self._owed = self._owed[sent:]
 
-        Returns what is left to send (all of ``data`` when the fast path is not open: no socket,
-        or a send in flight); raises OSError if the socket is broken or the connection closed.
-        Synchronous: nothing can interleave.
+    @property
+    def owes(self) -> bool:
+        """Whether the rest of a begun frame waits to be written (by the next ``send``)."""
+        return bool(self._owed)
+
+    def try_send(self, data: bytes) -> bool:
+        """Write whole frames without blocking if no other send is in flight and nothing is
+        owed on this connection.
+
+        Returns True if the connection took ``data``: all of it written, or the rest owed
+        (``owes``; the next ``send``, even ``send(b"")``, writes it first). Returns False if
+        nothing was sent (no socket, a send in flight, something owed, a full socket buffer).
+        Raises OSError if the socket is broken or the connection closed. Synchronous: nothing
+        can interleave.
         """
         if self.closed is not None:
             raise BrokenPipeError("websocket closed")
-        if self.fd is None or self.send_lock.locked():
-            return data
+        if self.fd is None or self.send_lock.locked() or self._owed:
+            return False
         try:
             sent = os.write(self.fd, data)
         except BlockingIOError:
-            return data
-        return data[sent:] if sent < len(data) else None
+            return False
+        self._owed = memoryview(data)[sent:]
+        return True
 
     async def ping(self) -> None:
         """Send a ping and wait for its pong. Checkpoint; raises ConnectionClosed.

@@ -12,14 +12,18 @@ import ast
 import base64
 import hashlib
 import json
+import math
+import socket
 import struct
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 import wsproto
+from wsproto.connection import ConnectionState
 from wsproto.events import (
     AcceptConnection,
     CloseConnection,
@@ -33,6 +37,7 @@ from wsproto.events import (
 
 from gatewayd.push import Hub
 from gatewayd.wsfront import serve_public
+from gatewayd.wsserver import ServerWebSocket, text_frame
 from tests.gateway.test_wsfront import FakeSanitizer, make_app, progress_event, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -403,3 +408,99 @@ def test_frame_header_sizes() -> None:
         [event] = client.events()
         assert isinstance(event, TextMessage)
         assert (event.data, event.message_finished) == (text, True)
+
+
+# -- a frame half-written by the fast path is finished before anything else -----------------
+
+
+class FrameReader:
+    """The client end of a socketpair whose server end is a ``ServerWebSocket``: reads what the
+    server sends and names every whole message (text joined across wsproto's pieces), answering
+    pings and the close. A frame spliced into another shows up as a text that is not what was
+    sent, as a protocol error, or as a wait for bytes that never come."""
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+        self.conn = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
+        self.seen: list[tuple[str, Any]] = []
+        self._text = ""
+
+    async def handshake(self, server: ServerWebSocket) -> None:
+        await self.stream.send_all(self.conn.send(Request(host="x", target="/")))
+        assert await server.receive_request() is not None
+        await server.accept()
+        self.conn.receive_data(await self.stream.receive_some(65536))
+        assert isinstance(next(self.conn.events()), AcceptConnection)
+
+    async def read_until(self, kind: str) -> None:
+        """Read until a message of ``kind`` ("text", "ping", "close") has been seen."""
+        while not any(k == kind for k, _ in self.seen):
+            data = await self.stream.receive_some(65536)
+            if not data:
+                raise EOFError(self.seen)
+            self.conn.receive_data(data)
+            for event in self.conn.events():
+                if isinstance(event, TextMessage):
+                    self._text += event.data
+                    if event.message_finished:
+                        self.seen.append(("text", self._text))
+                        self._text = ""
+                elif isinstance(event, Ping):
+                    self.seen.append(("ping", event.payload))
+                    await self.stream.send_all(self.conn.send(event.response()))
+                elif isinstance(event, CloseConnection):
+                    self.seen.append(("close", event.code))
+                    if self.conn.state is ConnectionState.REMOTE_CLOSING:
+                        await self.stream.send_all(self.conn.send(event.response()))
+                else:
+                    self.seen.append(("other", event))
+
+
+async def small_buffer_pair() -> tuple[ServerWebSocket, FrameReader]:
+    """A connected, accepted ``ServerWebSocket`` on a real socketpair with small kernel buffers,
+    so that one non-blocking write of a big frame takes only part of it."""
+    a, b = trio.socket.socketpair()
+    a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    b.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    server = ServerWebSocket(trio.SocketStream(a))
+    reader = FrameReader(trio.SocketStream(b))
+    await reader.handshake(server)
+    return server, reader
+
+
+BIG = "x" * 1_000_000
+
+
+async def test_a_control_frame_waits_for_the_rest_of_a_half_sent_frame() -> None:
+    server, reader = await small_buffer_pair()
+    assert server.try_send(text_frame(BIG))  # taken: part written, the rest owed
+    refused = not server.try_send(text_frame("next"))  # while the rest is owed
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(server.receive_until_closed)  # sees the pong
+            nursery.start_soon(server.ping)  # the pinger takes the lock before any writer
+            await reader.read_until("ping")
+            nursery.cancel_scope.cancel()
+    assert reader.seen == [("text", BIG), ("ping", struct.pack("!I", 1))]
+    assert refused
+
+
+async def test_shutdown_close_comes_after_the_rest_of_a_half_sent_frame() -> None:
+    hub = Hub(FakeSanitizer(), ping_interval_s=math.inf)
+    server, reader = await small_buffer_pair()
+    async with trio.open_nursery() as nursery:
+        client_scope = trio.CancelScope()
+        nursery.start_soon(partial(run_in, client_scope, hub.handle_client, server))
+        await wait_for(lambda: len(hub.clients) == 1 and next(iter(hub.clients)).idle)
+        hub.broadcast([BIG])  # the fast path writes part of it
+        client_scope.cancel()  # shutdown, before the writer ran: the 1001 close follows
+        with trio.fail_after(5):
+            await reader.read_until("close")
+        with trio.fail_after(5):
+            await wait_for(lambda: not hub.clients)
+    assert reader.seen == [("text", BIG), ("close", 1001)]
+
+
+async def run_in(scope: trio.CancelScope, fn: Any, *args: Any) -> None:
+    with scope:
+        await fn(*args)
