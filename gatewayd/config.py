@@ -47,7 +47,10 @@ class GatewayConfig:
     auth_window_s: float = key(60.0, "window in which admin-key failures are counted")
     auth_lockout_s: float = key(300.0, "how long a client address gets 429 after too many failures")
     trusted_proxies: list[str] = key(
-        [], "reverse proxies (IPs or CIDRs) whose Forwarded / X-Forwarded-For name the client")
+        [], "reverse proxies (IPs or CIDRs) whose forwarding header names the client")
+    trusted_proxy_header: str = key(
+        "x-forwarded-for", "the one header the trusted proxies write: x-forwarded-for or "
+        "forwarded (the other is ignored)")
     log_format: str = key("text", "text or json")
     identity: dict[str, Any] = key({}, "identity map: [identity.hosts] and [identity.networks]")
     admin_key: str = secret_field(env="SWARM_ADMIN_KEY", help="admin key(s), comma-separated")
@@ -68,7 +71,7 @@ class GatewayConfig:
         return dict(self.identity.get("networks", {}) or {})
 
     def proxies(self) -> TrustedProxies:
-        return TrustedProxies.parse(self.trusted_proxies)
+        return TrustedProxies.parse(self.trusted_proxies, header=self.trusted_proxy_header)
 
     def listen_addr(self) -> tuple[str, int]:
         return parse_hostport(self.listen, "listen")

@@ -1,15 +1,17 @@
 """Which client a request came from, when a reverse proxy stands in front of the gateway.
 
 Pure (no trio, no Quart). The TCP peer is the client unless it is one of the configured
-``trusted_proxies``; only then are ``Forwarded`` (RFC 7239) or, when that is absent,
-``X-Forwarded-For`` read. Each proxy appends the address it saw, so the list reads
-client, proxy1, proxy2, ... and only its right end is vouched for: the client is the
-rightmost hop that is not itself a trusted proxy. When a request carries both headers and they
-name different clients, the peer is the client: a proxy that appends to one header passes the
-other through as the client wrote it, and which is which cannot be told. Anything to the left of that hop was written
-by the client and may be forged. A hop that is not an address (``unknown``, an obfuscated
-``_name``, garbage) stops the walk and the trusted proxy that reported it is taken as the
-client: such requests share the proxy's lockout rather than escape it.
+``trusted_proxies``; only then is the one header those proxies write read:
+``trusted_proxy_header``, ``X-Forwarded-For`` (the default) or ``Forwarded`` (RFC 7239).
+The other header is ignored entirely: a proxy that appends to one passes the other through as
+the client wrote it, so believing it (or letting it veto the real one) would hand the client a
+say in which address its failures are counted under. Each proxy appends the address it saw, so
+the list reads client, proxy1, proxy2, ... and only its right end is vouched for: the client is
+the rightmost hop that is not itself a trusted proxy. Anything to the left of that hop was
+written by the client and may be forged. A hop that is not an address (``unknown``, an
+obfuscated ``_name``, garbage) stops the walk and the trusted proxy that reported it is taken as
+the client: such requests share the proxy's lockout rather than escape it. That can only happen
+when the proxy itself writes such a hop, never by a header the client adds.
 
 Addresses are returned normalized (``str(ipaddress.ip_address(...))``, IPv4-mapped IPv6 as
 IPv4), so one client is always one key of the admin lockout.
@@ -106,16 +108,28 @@ def _x_forwarded_for(headers: Iterable[str]) -> list[str]:
     return [h.strip() for line in headers for h in line.split(",") if h.strip()]
 
 
+HEADERS = ("x-forwarded-for", "forwarded")
+
+
 @attrs.frozen
 class TrustedProxies:
-    """The ``trusted_proxies`` of the configuration, as networks. Empty: trust no header."""
+    """The ``trusted_proxies`` of the configuration, as networks, and the one header they write
+    (``trusted_proxy_header``, lower case). No networks: trust no header."""
 
     networks: tuple[Network, ...] = ()
+    header: str = HEADERS[0]
 
     @classmethod
-    def parse(cls, values: Sequence[str]) -> TrustedProxies:
+    def parse(cls, values: Sequence[str], *, header: str = HEADERS[0]) -> TrustedProxies:
         """Addresses or networks, each item possibly a comma-separated list (as an environment
-        variable or a flag gives them). A bad one raises ConfigError naming it."""
+        variable or a flag gives them), and the header name (any case). A bad value raises
+        ConfigError naming it."""
+        name = header.strip().lower()
+        if name not in HEADERS:
+            raise ConfigError(
+                f"trusted_proxy_header: expected 'x-forwarded-for' or 'forwarded' (the one "
+                f"header the trusted proxies write), got {header!r}"
+            )
         nets: list[Network] = []
         for value in values:
             for item in value.split(","):
@@ -129,7 +143,7 @@ class TrustedProxies:
                         f"trusted_proxies: {item!r} is not an IP address or network "
                         "(for example 10.0.0.2 or 10.0.0.0/24)"
                     ) from None
-        return cls(tuple(nets))
+        return cls(tuple(nets), name)
 
     def trusts(self, addr: str | Address) -> bool:
         a = parse_node(addr) if isinstance(addr, str) else addr
@@ -137,20 +151,16 @@ class TrustedProxies:
 
     def client(self, peer: str, *, forwarded: Sequence[str],
                x_forwarded_for: Sequence[str]) -> str:
-        """The client address of a request from ``peer`` with these header lines."""
+        """The client address of a request from ``peer`` with these header lines (only the
+        configured header's lines are read)."""
         peer_addr = parse_node(peer)
         if peer_addr is None or not self.trusts(peer_addr):
             return str(peer_addr) if peer_addr is not None else peer
-        found = set()
-        if forwarded:
-            found.add(self._walk(peer_addr, forwarded_for(forwarded)))
-        if x_forwarded_for:
-            found.add(self._walk(peer_addr, _x_forwarded_for(x_forwarded_for)))
-        if len(found) == 1:
-            return found.pop()
-        # No header, or two that disagree: a proxy that writes one header passes the other on
-        # as the client sent it, and which one is the proxy's cannot be told. Neither is believed.
-        return str(peer_addr)
+        if self.header == "forwarded":
+            hops = forwarded_for(forwarded)
+        else:
+            hops = _x_forwarded_for(x_forwarded_for)
+        return self._walk(peer_addr, hops)
 
     def _walk(self, peer: Address, hops: Sequence[str]) -> str:
         nearest = peer  # the closest hop known to be a trusted proxy

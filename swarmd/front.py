@@ -29,15 +29,15 @@ from __future__ import annotations
 
 import logging
 import re
-import time
-from email.utils import formatdate
+from http import HTTPStatus
 from typing import TYPE_CHECKING
 
 import attrs
 import trio
 
 from swarmd import droneproto
-from swarmlib.front import MAX_HEAD_BYTES, Handoff, head_end
+from swarmlib.front import HEAD_TIMEOUT_S, MAX_HEAD_BYTES, Handoff, head_end
+from swarmlib.http1 import DATE, RECV
 
 if TYPE_CHECKING:
     from swarmd.metrics import Metrics
@@ -46,14 +46,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("swarmd.front")
 
 LANE_MAX_BODY = 1024 * 1024  # larger bodies (big log chunks) go to the app's 8 MiB limit
-HEAD_TIMEOUT_S = 10.0
 BODY_TIMEOUT_S = 60.0
 SEND_TIMEOUT_S = 60.0
-RECV = 65536
-
-REASONS = {200: "OK", 204: "No Content", 400: "Bad Request", 401: "Unauthorized",
-           404: "Not Found", 409: "Conflict", 500: "Internal Server Error",
-           503: "Service Unavailable"}
 
 
 @attrs.frozen
@@ -111,23 +105,9 @@ def parse_request(head: bytes) -> LaneRequest | None:
                        close="close" in tokens)
 
 
-class _Date:
-    """The ``Date`` header value, formatted once per second."""
-
-    def __init__(self) -> None:
-        self.second = -1
-        self.value = ""
-
-    def now(self) -> str:
-        s = int(time.time())
-        if s != self.second:
-            self.second = s
-            self.value = formatdate(s, usegmt=True)
-        return self.value
-
-
-def response(status: int, body: bytes, date: str, close: bool) -> bytes:
-    head = f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}\r\ndate: {date}\r\nserver: swarmd\r\n"
+def response(status: int, body: bytes, date: bytes, close: bool) -> bytes:
+    head = (f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\ndate: {date.decode()}\r\n"
+            "server: swarmd\r\n")
     if status != 204:
         head += f"content-type: application/json\r\ncontent-length: {len(body)}\r\n"
     else:
@@ -143,7 +123,6 @@ class DroneLane:
     def __init__(self, orch: Orchestrator, metrics: Metrics | None) -> None:
         self.orch = orch
         self.metrics = metrics
-        self.date = _Date()
         self.served = 0  # requests answered by the lane (a test and the curious read it)
         self.handed_off = 0  # connections given to the HTTP/1.1 server
 
@@ -208,7 +187,7 @@ class DroneLane:
             self.served += 1
             close = close or handoff.drain.closing.is_set()  # shutting down: say so, then close
             with trio.move_on_after(SEND_TIMEOUT_S) as sending:
-                await stream.send_all(response(status, out, self.date.now(), close))
+                await stream.send_all(response(status, out, DATE.now(), close))
             if close or sending.cancelled_caught:  # a client that does not read is dropped
                 return
 

@@ -70,7 +70,7 @@ async def serve(
         async with trio.open_nursery() as web:
             bound: int = await web.start(functools.partial(
                 serve_front, app, host, port, lane.handle, config=HTTP_CONFIG,
-                shutdown=shutdown))
+                shutdown=shutdown, on_drain=orch.ops.end_polls))
             shown = f"[{host}]" if ":" in host else host
             binds = [f"http://{shown}:{bound}"]
             log.info("swarmd listening on %s, state in %s", ", ".join(binds), cfg.state_dir)

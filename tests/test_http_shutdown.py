@@ -121,6 +121,45 @@ def test_swarmd_drains_a_request_in_flight_on_sigterm(tmp_path: Path) -> None:
         sd.stop()
 
 
+@pytest.mark.parametrize("path", ["lane", "quart"])
+def test_swarmd_sigterm_ends_a_waiting_lease_poll_at_once(tmp_path: Path, path: str) -> None:
+    """A drone waiting in a lease long-poll (wait_s 25) is answered "no work" (204) with
+    ``connection: close`` as soon as SIGTERM arrives, and swarmd exits 0 well within its 5 s
+    graceful timeout (before the fix the poll was cut off unanswered after those 5 s). Both
+    carriers: the drone lane, and the Quart route (reached with Expect: 100-continue)."""
+    sd = SwarmdProc(tmp_path / "state", tmp_path / "swarmd.log").start()
+    c = Raw(sd.port)
+    try:
+        c.send(post("/api/drones/register", {"name": f"poll-{path}", "cores": 2}, ""))
+        reg = json.loads(c.response()[2])
+        lease = f"/api/drones/{reg['drone_id']}/lease"
+        doc = {"session": reg["session"], "wait_s": 25}
+        if path == "lane":
+            c.send(post(lease, doc, ""))
+        else:
+            body = json.dumps(doc).encode()
+            c.send(f"POST {lease} HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                   f"Content-Length: {len(body)}\r\n\r\n".encode())
+            assert c.response()[0] == 100  # the Quart app is reading the body
+            c.send(body)
+        time.sleep(0.5)  # the poll is waiting for work
+        assert sd.proc is not None
+        t0 = time.monotonic()
+        sd.proc.send_signal(signal.SIGTERM)
+        status, headers, answer = c.response()
+        answered = time.monotonic() - t0
+        assert (status, answer) == (204, b"")
+        assert headers.get("connection") == "close"
+        assert (headers.get("server") == "swarmd") == (path == "lane")
+        assert answered < 1.5, answered
+        assert sd.proc.wait(15) == 0
+        exited = time.monotonic() - t0
+        assert exited < 3.0, exited
+    finally:
+        c.close()
+        sd.stop()
+
+
 # ----------------------------------------------------------------------------- gatewayd
 
 

@@ -266,6 +266,30 @@ async def test_drone_ops_long_poll_is_woken_by_work(
     assert got["t"] < 2.5
 
 
+async def test_drone_ops_end_polls_answers_waiting_polls_at_once(
+        tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
+    """Shutdown (``end_polls``): a poll waiting with wait_s 25 returns None ("no work") at
+    once, and a later one leases nothing even with work queued."""
+    ops, durable, _w, _p = _ops(tmp_path)
+    reg = await ops.register(je.Register(ts=0.0, session="", name="d1", cores=8))
+    got: dict[str, Any] = {}
+
+    async def poll() -> None:
+        got["job"] = await ops.lease(reg["drone_id"], reg["session"], 25)
+        got["t"] = trio.current_time()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(poll)
+        await trio.sleep(2)
+        assert "t" not in got  # still waiting
+        ops.end_polls()
+    assert got == {"job": None, "t": 2}
+    await durable.commit(je.Submit(ts=_wall(), request_id="r1", packages=["a/b-1"]))
+    assert await ops.lease(reg["drone_id"], reg["session"], 25) is None
+    assert trio.current_time() == 2
+    assert not [e for e in durable.events if isinstance(e, je.Assign)]
+
+
 async def test_drone_ops_restart_is_delivered_once(
         tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
     ops, durable, watcher, _p = _ops(tmp_path)

@@ -71,6 +71,18 @@ def test_gatewayd_bad_trusted_proxy_is_one_line(tmp_path: Path) -> None:
     assert "'proxy.lan'" in lines[0]
 
 
+
+def test_gatewayd_bad_trusted_proxy_header_is_one_line(tmp_path: Path) -> None:
+    r = subprocess.run(
+        [str(BIN / "gatewayd"), "--config", str(EMPTY), "--spool-dir", str(tmp_path / "spool"),
+         "--trusted-proxy-header", "x-real-ip"],
+        capture_output=True, text=True, timeout=60, check=False, env=dict(os.environ))
+    assert r.returncode == 2, r.stderr
+    lines = error_lines(r.stderr)
+    assert len(lines) == 1, r.stderr
+    assert "trusted_proxy_header" in lines[0]
+    assert "'x-real-ip'" in lines[0]
+
 @pytest.mark.parametrize("which", ["--listen", "--admin-listen"])
 def test_gatewayd_busy_port_is_one_line(tmp_path: Path, which: str) -> None:
     """The same rule as swarmd's (swarmlib.daemon): one line naming the address, exit 2."""

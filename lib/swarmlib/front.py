@@ -8,8 +8,9 @@ happen at any request boundary.
 
 ``serve_front``: the app's lifespan, and on ``shutdown`` no new connections (the listening
 sockets close), the idle connections (waiting for a next request, WebSockets) closed at once,
-requests in flight given ``config.graceful_timeout`` seconds to finish, then cancelled, then
-the app's lifespan shutdown.
+long waits ended by the caller's ``on_drain``, requests in flight given
+``config.graceful_timeout`` seconds to finish, then cancelled, then the app's lifespan
+shutdown.
 """
 
 from __future__ import annotations
@@ -152,6 +153,7 @@ async def serve_front(
     config: ServerConfig | None = None,
     lifespan: bool = True,
     shutdown: trio.Event | None = None,
+    on_drain: Callable[[], None] | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``app`` behind ``handle`` on host:port until cancelled or ``shutdown`` is set.
@@ -165,7 +167,10 @@ async def serve_front(
     ``handle(stream, handoff)`` owns one connection (a failure there ends that connection
     only); ``await handoff(stream, already_read)`` gives it to the HTTP/1.1 server. After
     ``shutdown`` this returns once the connections have finished (or were cancelled after the
-    graceful timeout) and the lifespan has shut down.
+    graceful timeout) and the lifespan has shut down. ``on_drain()`` is called once the
+    connections have been told to close (``drain.closing`` is set): the place to end waits
+    that are neither idle nor about to finish by themselves (swarmd's lease long-polls), so
+    that they answer, with ``connection: close``, instead of being cancelled unanswered.
     """
     config = config if config is not None else ServerConfig()
     state: dict[str, Any] = {}
@@ -201,6 +206,8 @@ async def serve_front(
                 # serve_listeners closed the listening sockets: new connections are refused.
                 # Idle connections close now, busy ones get the graceful timeout.
                 handoff.drain.begin()
+                if on_drain is not None:
+                    on_drain()
                 connections.cancel_scope.deadline = (
                     trio.current_time() + config.graceful_timeout)
 

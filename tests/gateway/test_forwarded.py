@@ -85,21 +85,45 @@ def test_client_is_rightmost_untrusted_hop() -> None:
                     x_forwarded_for=["6.6.6.6, 203.0.113.5"]) == "203.0.113.5"
     assert t.client("10.0.0.2", forwarded=[],
                     x_forwarded_for=["6.6.6.6, 203.0.113.5, 10.0.0.7"]) == "203.0.113.5"
-    # Both headers: believed when they agree; when they disagree (the proxy appends to one and
-    # passes the other through as the client wrote it), neither is: the peer is the client.
-    assert t.client("10.0.0.2", forwarded=['for="[2001:db8::7]:1234"'],
-                    x_forwarded_for=["2001:db8::7"]) == "2001:db8::7"
+    # Only the configured header is read (default X-Forwarded-For): the other kind is passed
+    # through by the proxy as the client wrote it, so it changes nothing, whatever it says.
+    assert t.header == "x-forwarded-for"
     assert t.client("10.0.0.2", forwarded=["for=6.6.6.6"],
-                    x_forwarded_for=["203.0.113.5"]) == "10.0.0.2"
+                    x_forwarded_for=["203.0.113.5"]) == "203.0.113.5"
+    assert t.client("10.0.0.2", forwarded=["for=unknown"],
+                    x_forwarded_for=["203.0.113.5"]) == "203.0.113.5"
+    assert t.client("10.0.0.2", forwarded=["for=6.6.6.6"], x_forwarded_for=[]) == "10.0.0.2"
     # A hop that is not an address: the trusted proxy that reported it is the client.
-    assert t.client("10.0.0.2", forwarded=["for=unknown, for=10.0.0.7"],
-                    x_forwarded_for=[]) == "10.0.0.7"
-    assert t.client("10.0.0.2", forwarded=["for=_hidden"], x_forwarded_for=[]) == "10.0.0.2"
+    assert t.client("10.0.0.2", forwarded=[], x_forwarded_for=["unknown, 10.0.0.7"]) \
+        == "10.0.0.7"
+    assert t.client("10.0.0.2", forwarded=[], x_forwarded_for=["_hidden"]) == "10.0.0.2"
     # Every hop trusted: the leftmost one.
     assert t.client("10.0.0.2", forwarded=[], x_forwarded_for=["10.0.0.9, 10.0.0.8"]) \
         == "10.0.0.9"
     # Addresses are normalized, so one client has one key.
     assert t.client("10.0.0.2", forwarded=[], x_forwarded_for=["2001:DB8:0::1"]) == "2001:db8::1"
+
+
+
+def test_forwarded_header_when_configured() -> None:
+    """``trusted_proxy_header = "forwarded"``: only RFC 7239 ``Forwarded`` is read; a forged
+    X-Forwarded-For changes nothing."""
+    t = TrustedProxies.parse(["10.0.0.0/24"], header="Forwarded")
+    assert t.header == "forwarded"
+    assert t.client("10.0.0.2", forwarded=['for="[2001:db8::7]:1234"'],
+                    x_forwarded_for=["6.6.6.6"]) == "2001:db8::7"
+    assert t.client("10.0.0.2", forwarded=[], x_forwarded_for=["203.0.113.5"]) == "10.0.0.2"
+    assert t.client("10.0.0.2", forwarded=["for=6.6.6.6, for=203.0.113.5"],
+                    x_forwarded_for=["unknown"]) == "203.0.113.5"
+    assert t.client("10.0.0.2", forwarded=["for=unknown, for=10.0.0.7"],
+                    x_forwarded_for=["203.0.113.5"]) == "10.0.0.7"
+    # An untrusted peer's headers stay ignored.
+    assert t.client("198.51.100.9", forwarded=["for=1.2.3.4"], x_forwarded_for=[]) \
+        == "198.51.100.9"
+    with pytest.raises(ConfigError, match="trusted_proxy_header") as exc:
+        TrustedProxies.parse(["10.0.0.2"], header="x-real-ip")
+    assert "'x-real-ip'" in str(exc.value)
+    assert "\n" not in str(exc.value)
 
 
 # -- configuration ---------------------------------------------------------------------------------
@@ -119,6 +143,22 @@ def test_config_key_from_file_env_and_flag(tmp_path: Path) -> None:
     empty = tmp_path / "empty.toml"
     empty.write_text("")
     assert load_config(["--config", str(empty)], {}).trusted_proxies == []  # default: none
+
+
+def test_header_key_from_file_env_and_flag(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.toml"
+    empty.write_text("")
+    assert load_config(["--config", str(empty)], {}).proxies().header == "x-forwarded-for"
+    conf = tmp_path / "gatewayd.toml"
+    conf.write_text('trusted_proxies = ["10.0.0.2"]\ntrusted_proxy_header = "forwarded"\n')
+    assert load_config(["--config", str(conf)], {}).proxies().header == "forwarded"
+    env = {"GATEWAYD_TRUSTED_PROXY_HEADER": "X-Forwarded-For"}
+    assert load_config(["--config", str(conf)], env).proxies().header == "x-forwarded-for"
+    cfg = load_config(["--config", str(conf), "--trusted-proxy-header", "forwarded"], env)
+    assert cfg.proxies().header == "forwarded"
+    with pytest.raises(ConfigError, match="trusted_proxy_header") as exc:
+        load_config(["--config", str(conf), "--trusted-proxy-header", "both"], {})
+    assert "\n" not in str(exc.value)
 
 
 def test_bad_trusted_proxy_is_one_config_error(tmp_path: Path) -> None:
@@ -166,22 +206,63 @@ async def test_clients_behind_trusted_proxy_have_separate_lockouts(
                                                  "X-Forwarded-For": "1.1.1.1, 203.0.113.5"},
                                   scope_base={"client": PROXY})
     assert forged.status_code == 429
-    # Nor by adding a Forwarded header the proxy passes through (it disagrees with the
-    # X-Forwarded-For the proxy wrote): the request then counts as the proxy's own.
+    # Nor by adding a Forwarded header the proxy passes through: only X-Forwarded-For (the
+    # header this proxy writes) is read.
     forged = await rig.client.get(PATH, headers={"X-Admin-Key": KEY1,
                                                  "X-Forwarded-For": "203.0.113.5",
                                                  "Forwarded": "for=198.51.100.1"},
                                   scope_base={"client": PROXY})
-    assert forged.status_code == 200  # the proxy's own key is not locked ...
-    await _fail_until_locked(rig, headers={"X-Forwarded-For": "203.0.113.5",
-                                           "Forwarded": "for=198.51.100.2"})
-    # ... but guessing there locks the proxy's key, not a fresh address per forged value.
-    forged = await rig.client.get(PATH, headers={"X-Admin-Key": KEY1,
-                                                 "X-Forwarded-For": "203.0.113.5",
-                                                 "Forwarded": "for=198.51.100.3"},
-                                  scope_base={"client": PROXY})
     assert forged.status_code == 429
 
+
+async def test_forged_forwarded_does_not_lock_out_others_behind_the_proxy(
+    make_rig: Any, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The review's attack: behind nginx (appends to X-Forwarded-For, passes a client's
+    Forwarded through), a client adds ``Forwarded: for=unknown`` and guesses keys. Only it is
+    locked out, not the proxy's address and every admin behind it."""
+    rig: Rig = make_rig(trusted_proxies=["10.0.0.0/24"])
+    rig.gw.probe.success()
+    for forged in ("for=unknown", "for=10.0.0.2", "for=_x, for=198.51.100.4"):
+        await _fail_until_locked(rig, headers={"X-Forwarded-For": "203.0.113.5",
+                                               "Forwarded": forged})
+    # A second admin behind the same proxy, whose own forward proxy added a Forwarded header
+    # (passed through by nginx too): not locked out.
+    other = await rig.client.get(PATH, headers={"X-Admin-Key": KEY1,
+                                                "X-Forwarded-For": "192.168.1.5, 203.0.113.6",
+                                                "Forwarded": "for=192.168.1.5"},
+                                 scope_base={"client": PROXY})
+    assert other.status_code == 200
+    # Nor is an admin on the proxy's host calling the gateway directly (no header).
+    direct = await rig.client.get(PATH, headers={"X-Admin-Key": KEY1},
+                                  scope_base={"client": PROXY})
+    assert direct.status_code == 200
+    # The guesser itself is locked out under its own address.
+    attacker = await rig.client.get(PATH, headers={"X-Admin-Key": KEY1,
+                                                   "X-Forwarded-For": "203.0.113.5"},
+                                    scope_base={"client": PROXY})
+    assert attacker.status_code == 429
+
+
+async def test_forged_x_forwarded_for_ignored_when_proxy_writes_forwarded(
+    make_rig: Any, autojump_clock: trio.testing.MockClock
+) -> None:
+    rig: Rig = make_rig(trusted_proxies=["10.0.0.0/24"], trusted_proxy_header="forwarded")
+    rig.gw.probe.success()
+    await _fail_until_locked(rig, headers={"Forwarded": "for=203.0.113.5",
+                                           "X-Forwarded-For": "unknown"})
+    # A fresh X-Forwarded-For each time does not give the guesser a fresh address ...
+    resp = await rig.client.get(PATH, headers={"X-Admin-Key": KEY1,
+                                               "Forwarded": "for=203.0.113.5",
+                                               "X-Forwarded-For": "198.51.100.9"},
+                                scope_base={"client": PROXY})
+    assert resp.status_code == 429
+    # ... and the other clients of the proxy are not locked out with it.
+    other = await rig.client.get(PATH, headers={"X-Admin-Key": KEY1,
+                                                "Forwarded": "for=203.0.113.6",
+                                                "X-Forwarded-For": "203.0.113.5"},
+                                 scope_base={"client": PROXY})
+    assert other.status_code == 200
 
 async def test_forged_forwarded_for_without_trusted_proxies_does_not_escape(
     rig: Rig, autojump_clock: trio.testing.MockClock
