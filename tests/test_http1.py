@@ -4,16 +4,20 @@ it. Real sockets on 127.0.0.1 and real time (never autojump while sockets are in
 from __future__ import annotations
 
 import json
+import socket
+import struct
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from functools import partial
 from typing import Any
 
 import pytest
 import trio
 import trio_websocket
+import wsproto
 from quart import request, websocket
 from quart_trio import QuartTrio
+from wsproto.events import Request, TextMessage
 
 from swarmlib.front import serve_front
 from swarmlib.http1 import LifespanFailed, Message, Receive, Scope, Send, ServerConfig
@@ -412,5 +416,49 @@ async def test_client_gone_mid_response_is_not_an_error(
                     await c.send(b"GET " + target + b" HTTP/1.1\r\nHost: x\r\n\r\n")
                     assert await c.stream.receive_some(1000)
                 await trio.sleep(0.2)
+    bad = [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL") or r.exc_info]
+    assert bad == [], [r.getMessage() for r in bad]
+
+
+@pytest.mark.parametrize("hang_up", ["fin", "reset"])
+async def test_websocket_client_gone_mid_stream_is_not_an_error(
+        caplog: pytest.LogCaptureFixture, hang_up: str) -> None:
+    """A WebSocket client whose TCP connection goes away (no close frame: a killed process,
+    whose kernel resets the connection, or a FIN while it still reads) while the app keeps
+    sending (as swarmd's /api/events does with its backlog): the app's handler ends, nothing
+    is logged as an error."""
+    quart = QuartTrio("ws-stream")
+    ended = trio.Event()
+
+    @quart.websocket("/ws/stream")
+    async def stream() -> None:
+        try:
+            while True:
+                await websocket.send("tick")
+        finally:
+            ended.set()
+
+    with caplog.at_level("DEBUG"):
+        async with serving(quart) as port:
+            sock = await trio.open_tcp_stream("127.0.0.1", port)
+            client = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
+            await sock.send_all(client.send(Request(host="x", target="/ws/stream")))
+            with trio.fail_after(5):
+                while not any(isinstance(e, TextMessage) for e in client.events()):
+                    client.receive_data(await sock.receive_some(65536))
+            with trio.fail_after(5):
+                if hang_up == "reset":
+                    sock.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                           struct.pack("ii", 1, 0))
+                    await sock.aclose()
+                    await ended.wait()
+                else:
+                    await sock.send_eof()
+                    with suppress(trio.BrokenResourceError):
+                        while await sock.receive_some(65536):  # until the server closes
+                            pass
+                    await sock.aclose()
+                    await ended.wait()
+            await trio.sleep(0.2)  # whatever the server logs about it, it has logged by now
     bad = [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL") or r.exc_info]
     assert bad == [], [r.getMessage() for r in bad]

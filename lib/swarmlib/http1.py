@@ -492,7 +492,10 @@ class _WebSocket:
         self.request = request
         self.ws: wsproto.connection.Connection | None = None
         self.accepted = False
-        self.closed = False  # we sent a close frame, or refused the handshake
+        # We sent a close frame, refused the handshake, or the client went away: nothing more
+        # is sent (the app's sends are dropped; it learns of the end on receive).
+        self.closed = False
+        self.disconnected = False  # the app was handed its websocket.disconnect
         self.connected = False
         self.to_app, self.from_peer = trio.open_memory_channel[Message](16)
         self.headers = {k: v for k, v in request.headers}
@@ -549,12 +552,25 @@ class _WebSocket:
     async def _on_shutdown(self) -> None:
         await self.conn.drain.closing.wait()
         if self.accepted and not self.closed:
-            try:
-                self.to_app.send_nowait({"type": "websocket.disconnect", "code": 1001})
-            except trio.WouldBlock:
-                pass
+            self._disconnect(1001)
             await self._close(1001, "server shutting down")
             self.nursery.cancel_scope.deadline = trio.current_time() + 1
+
+    def _disconnect(self, code: int) -> None:
+        """Hand the app its websocket.disconnect (once; dropped if its queue is full or
+        closed: the app then learns by cancellation at the end of the connection)."""
+        if self.disconnected:
+            return
+        self.disconnected = True
+        try:
+            self.to_app.send_nowait({"type": "websocket.disconnect", "code": code})
+        except (trio.WouldBlock, trio.ClosedResourceError):
+            pass
+
+    def _gone(self) -> None:
+        """The client went away without a close handshake (EOF, a broken socket)."""
+        self.closed = True
+        self._disconnect(1006)
 
     async def _close(self, code: int, reason: str = "") -> None:
         if self.closed or self.ws is None:
@@ -597,12 +613,21 @@ class _WebSocket:
             if not self.accepted:
                 raise RuntimeError("websocket.send before websocket.accept")
             if self.closed or self.ws is None:
-                return  # the peer or shutdown closed it; the app learns on receive
+                # The peer or shutdown closed it; the app learns on receive. A checkpoint, so
+                # that an app sending in a loop lets its receiver see the disconnect.
+                await trio.lowlevel.checkpoint()
+                return
             if message.get("bytes") is not None:
-                data = self.ws.send(wsproto.events.BytesMessage(data=bytes(message["bytes"])))
+                event: wsproto.events.Event = wsproto.events.BytesMessage(
+                    data=bytes(message["bytes"]))
             else:
-                data = self.ws.send(wsproto.events.TextMessage(data=str(message["text"])))
-            await conn.write(data)
+                event = wsproto.events.TextMessage(data=str(message["text"]))
+            try:
+                # LocalProtocolError: wsproto saw the client's EOF or close first (the reader
+                # may not have told us yet). Either way the client is gone, not the app wrong.
+                await conn.write(self.ws.send(event))
+            except (*GONE, wsproto.utilities.LocalProtocolError):
+                self._gone()
         elif kind == "websocket.close":
             if not self.accepted:
                 if not self.closed:
@@ -629,9 +654,11 @@ class _WebSocket:
                         await self.conn.write(ws.send(event.response()))
                     elif isinstance(event, wsproto.events.CloseConnection):
                         code = event.code
+                        answer = ws.state is wsproto.connection.ConnectionState.REMOTE_CLOSING
                         if not self.closed:
                             self.closed = True
-                            await self.conn.write(ws.send(event.response()))
+                            if answer:  # not the 1006 of an EOF (wsproto is CLOSED then)
+                                await self.conn.write(ws.send(event.response()))
                         return
                     elif isinstance(event, wsproto.events.Message):
                         parts.append(event.data)
@@ -652,15 +679,14 @@ class _WebSocket:
                     ws.receive_data(None)
                     for _ in ws.events():
                         pass
+                    self.closed = True  # wsproto is CLOSED: nothing can be sent any more
                     return
                 ws.receive_data(data)
         except (*GONE, wsproto.utilities.RemoteProtocolError):
             code = 1006
+            self.closed = True
         finally:
-            try:
-                self.to_app.send_nowait({"type": "websocket.disconnect", "code": code})
-            except (trio.WouldBlock, trio.ClosedResourceError):
-                pass
+            self._disconnect(code)
 
 
 @asynccontextmanager
