@@ -361,8 +361,10 @@ class Agent:
         for cmd in doc.get("commands") or []:
             name = cmd.get("command") if isinstance(cmd, dict) else cmd
             if name == "restart":
-                log.info("restart requested by swarmd: finishing reports, then re-executing")
-                self.restart_requested = True
+                # Repeated in every reply until we register again: act on the first.
+                if not self.restart_requested:
+                    log.info("restart requested by swarmd: finishing reports, then re-executing")
+                    self.restart_requested = True
                 self.stop()
             else:
                 log.warning("unknown command from swarmd ignored: %r", cmd)

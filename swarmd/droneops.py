@@ -161,8 +161,11 @@ class DroneOps:
                     error="the drone does not hold this build"))
                 revoked.append(b.lease)
         commands: list[dict[str, Any]] = []
-        if d.commands:
-            # Journaled before the reply carries them: a restart is delivered once.
+        if d.commands and d.commands_sent_to == session:
+            commands = state.commands_for(d)  # again: the reply that carried them may be lost
+        elif d.commands:
+            # Journaled (once per session) before the first reply carries them; every reply
+            # carries them until the agent registers a new session.
             out = await durable.commit(je.RestartDelivered(ts=durable.wall(), drone_id=drone_id,
                                                            session=session))
             if out.ok:

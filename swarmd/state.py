@@ -27,8 +27,9 @@ Invariants (checked by tests/test_state_properties.py):
 
 Soft state (heartbeat times, load, progress, lateness) lives in the shell, not here: it is not
 journaled and is rebuilt from the drones' next heartbeats after a restart. Restart commands for
-a drone's agent are durable (``Drone.commands``: ``restart_requested`` adds, a heartbeat's
-``restart_delivered`` or a new session clears).
+a drone's agent are durable (``Drone.commands``: ``restart_requested`` adds, ``restart_delivered``
+records the session they were first sent to, a new session clears them: until the agent
+re-registers, every heartbeat reply of its session carries them again).
 
 Events are the classes of ``swarmd.journal_events``; ``apply`` finds each one's handler in
 ``_HANDLERS`` (class -> method), so an event without a handler is found by a test, not at
@@ -142,6 +143,7 @@ class Drone:
     target_id: str = ""
     target: dict[str, Any] | None = None
     commands: list[str] = attrs.field(factory=list)  # queued for the agent (Command values)
+    commands_sent_to: str = ""  # the session a heartbeat reply first carried them to
 
 
 @attrs.define(kw_only=True)
@@ -829,6 +831,7 @@ class State:
             d.session = ev.session
             d.registered = ts
             d.commands = []  # the agent restarted: what was queued for the old one is moot
+            d.commands_sent_to = ""
         d.hostname, d.ip, d.mac = ev.hostname, ev.ip, ev.mac
         d.arch, d.chost, d.version = ev.arch, ev.chost, ev.version
         d.target = ev.target
@@ -1155,8 +1158,8 @@ class State:
                                "builds": len(gone_b), "packages": len(gone_p)})
 
     def _on_restart_requested(self, ev: je.RestartRequested) -> Outcome:
-        """An operator's restart for the drone's agent, kept until a heartbeat delivers it
-        (once, however often it was asked for)."""
+        """An operator's restart for the drone's agent, kept until the agent registers a new
+        session (queued once, however often it was asked for)."""
         d = self.drones.get(ev.drone_id)
         if d is None:
             return refuse("not_found", f"no drone with id {ev.drone_id!r}")
@@ -1165,15 +1168,22 @@ class State:
         return Outcome(result={"drone_id": d.id, "commands": list(d.commands)})
 
     def _on_restart_delivered(self, ev: je.RestartDelivered) -> Outcome:
-        """The drone's queued commands went out in a heartbeat reply of session ``session``."""
+        """The drone's queued commands first went out in a heartbeat reply of session
+        ``session``. They stay queued: a reply lost on the way would otherwise lose them, so
+        every later reply of that session carries them again, until the agent registers a new
+        session (which clears them). The agent acts on a repeat as on the first."""
         d = self.drones.get(ev.drone_id)
         if d is None:
             return refuse("not_found", f"no drone with id {ev.drone_id!r}")
         if d.session != ev.session:
             return refuse("session_superseded", "drone has a newer session")
-        sent = [{"command": str(c)} for c in d.commands]
-        d.commands = []
-        return Outcome(result={"drone_id": d.id, "commands": sent})
+        d.commands_sent_to = ev.session
+        return Outcome(result={"drone_id": d.id, "commands": self.commands_for(d)})
+
+    @staticmethod
+    def commands_for(d: Drone) -> list[dict[str, Any]]:
+        """The drone's queued commands as a heartbeat reply carries them."""
+        return [{"command": str(c)} for c in d.commands]
 
     # ---------------------------------------------------------------- snapshot
     def to_snapshot(self) -> dict[str, Any]:

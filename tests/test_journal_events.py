@@ -176,15 +176,16 @@ def test_state_refuses_an_event_it_cannot_decode() -> None:
 
 # ------------------------------------------------------------------ restart commands
 async def test_restart_command_survives_a_swarmd_restart(tmp_path: Path) -> None:
-    """queue_restart journals restart_requested; the drone's next heartbeat (after swarmd
-    restarted) gets it, once: restart_delivered is journaled before the reply."""
+    """queue_restart journals restart_requested; the drone's next heartbeats (after swarmd
+    restarted) carry it: restart_delivered is journaled once, before the first reply, and
+    the command stays queued until the agent registers again (also across a replay)."""
     o1 = make_orch(tmp_path, memory=False)
     async with trio.open_nursery() as nursery:
         await nursery.start(o1.run)
         reg = await o1.register(je.Register(ts=0.0, session="", name="d1", cores=4))
         did, session = reg["drone_id"], reg["session"]
         await o1.queue_restart(did)
-        await o1.queue_restart(did)  # asked twice: delivered once
+        await o1.queue_restart(did)  # asked twice: queued once
         nursery.cancel_scope.cancel()
     assert o1.journal is not None
     o1.journal.close()
@@ -197,15 +198,29 @@ async def test_restart_command_survives_a_swarmd_restart(tmp_path: Path) -> None
         second = await o2.heartbeat(did, session, "ready", 0.0, [])
         nursery.cancel_scope.cancel()
     assert first["commands"] == [{"command": "restart"}]
-    assert second["commands"] == []
+    assert second["commands"] == [{"command": "restart"}]  # the first reply may be lost
     assert o2.journal is not None
     o2.journal.close()
 
     state, loaded = replay(tmp_path / "state", Policy())
-    assert state.drones[did].commands == []  # delivered is durable too
+    assert state.drones[did].commands == ["restart"]  # until the agent registers again
+    assert state.drones[did].commands_sent_to == session  # delivered is durable too
     types = [e.TYPE for e in loaded.events]
     assert types.count("restart_requested") == 2
     assert types.count("restart_delivered") == 1
+
+    o3 = make_orch(tmp_path, memory=False)  # a third swarmd: the next reply still carries it
+    async with trio.open_nursery() as nursery:
+        await nursery.start(o3.run)
+        third = await o3.heartbeat(did, session, "ready", 0.0, [])
+        await o3.register(je.Register(ts=0.0, session="", name="d1", cores=4))  # it restarted
+        nursery.cancel_scope.cancel()
+    assert third["commands"] == [{"command": "restart"}]
+    assert o3.state.drones[did].commands == []
+    assert o3.journal is not None
+    o3.journal.close()
+    assert [e.TYPE for e in replay(tmp_path / "state", Policy())[1].events].count(
+        "restart_delivered") == 1
 
 
 async def test_restart_for_unknown_drone_is_refused(tmp_path: Path) -> None:

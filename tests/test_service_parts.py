@@ -290,18 +290,23 @@ async def test_drone_ops_end_polls_answers_waiting_polls_at_once(
     assert not [e for e in durable.events if isinstance(e, je.Assign)]
 
 
-async def test_drone_ops_restart_is_delivered_once(
+async def test_drone_ops_restart_is_repeated_until_the_agent_registers_again(
         tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
+    """At least once: the reply carrying the restart may be lost on the way, so every reply of
+    the session carries it (journaled once), until the agent registers a new session."""
     ops, durable, watcher, _p = _ops(tmp_path)
     reg = await ops.register(je.Register(ts=0.0, session="", name="d1", cores=8))
     did, session = reg["drone_id"], reg["session"]
     await ops.queue_restart(did)
-    first = await ops.heartbeat(did, session, "ready", 0.0, [])
+    first = await ops.heartbeat(did, session, "ready", 0.0, [])  # say this reply is lost
     second = await ops.heartbeat(did, session, "ready", 0.0, [])
     assert first["commands"] == [{"command": "restart"}]
-    assert second["commands"] == []
+    assert second["commands"] == [{"command": "restart"}]
     assert watcher.beats == [did, did]
     assert [type(e) for e in durable.events].count(je.RestartDelivered) == 1
+    again = await ops.register(je.Register(ts=0.0, session="", name="d1", cores=8))  # restarted
+    third = await ops.heartbeat(did, again["session"], "ready", 0.0, [])
+    assert third["commands"] == []
 
 
 # ------------------------------------------------------------------ heartbeat supervisor

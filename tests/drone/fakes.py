@@ -146,6 +146,7 @@ class FakeSwarmd:
         body = json.loads(raw)
         if target == "/api/drones/register":
             self.session = f"s-{next(self._sessions)}"
+            self.commands = []  # a new session clears what was queued for the old one
             self.registrations.append(body)
             self._note("register", body)
             return 200, {"drone_id": "d-1", "session": self.session,
@@ -159,7 +160,7 @@ class FakeSwarmd:
                 self.heartbeats.append(body)
                 self._note("heartbeat", body)
                 held = {b["lease"] for b in body["builds"]}
-                cmds, self.commands = self.commands, []
+                cmds = list(self.commands)  # like swarmd: repeated until a new register
                 return 200, {"commands": cmds, "revoked": sorted(held & self.revoked)}
             if parts[3] == "lease":
                 return await self._lease(body)

@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 
 from droned.agent import Agent
@@ -253,6 +254,31 @@ async def test_restart_command_ends_run_for_reexec(
             await nursery.start(agent.run)
             fake_swarmd.commands.append({"command": "restart"})
     assert agent.restart_requested
+
+
+async def test_repeated_restart_command_is_one_restart(
+    fake_swarmd: FakeSwarmd, fake_env: Path, tmp_path: Path, monkeypatch: Any,
+    caplog: pytest.LogCaptureFixture
+) -> None:
+    """swarmd repeats a restart in every heartbeat reply until the agent registers again (a
+    lost reply loses nothing). While a running build finishes, the repeats arrive: one
+    restart, logged once, the build's report handed in."""
+    monkeypatch.setenv("FAKE_EMERGE_SECONDS", "1.5")
+    monkeypatch.delenv("FAKE_EMERGE_PIDFILE")
+    cfg = drone_config(tmp_path, fake_swarmd.url, stop_grace_s=10.0)
+    fake_swarmd.add_job("dev-libs/a-1")
+    agent = Agent(cfg, identity=IDENTITY)
+    with caplog.at_level("INFO", logger="droned.agent"), trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(agent.run)
+            await fake_swarmd.wait_for(lambda: any(hb["builds"] for hb in fake_swarmd.heartbeats))
+            fake_swarmd.commands.append({"command": "restart"})
+            before = len(fake_swarmd.heartbeats)
+    assert agent.restart_requested
+    assert len(fake_swarmd.heartbeats) - before >= 2  # the command came in several replies
+    said = [r for r in caplog.records if "restart requested by swarmd" in r.getMessage()]
+    assert len(said) == 1
+    assert [b["result"] for _, b in fake_swarmd.completes] == ["success"]
 
 
 async def test_two_slots_build_concurrently(
