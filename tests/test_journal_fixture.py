@@ -24,7 +24,7 @@ def _plain(x: Any) -> Any:
 
 
 # Fields that records gained after the fixture was written, with the value an old record means.
-NEW_FIELDS = {"drones": {"commands": []}}
+NEW_FIELDS = {"drones": {"commands": [], "commands_sent_to": ""}}
 
 
 def _as_old(snap: dict[str, Any]) -> dict[str, Any]:
